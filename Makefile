@@ -1,0 +1,40 @@
+# teraml: `make demo` and `make test` each set up a fresh machine on their own.
+#   make demo      -> .venv + install, then `teraml demo` (writes teraml-report/index.html)
+#   make test      -> .venv + install, then the fast test suite (slow tests deselected)
+#   make test-all  -> every test, the `slow` ones included
+# torch is installed first and pinned (TORCH_SPEC) so that an unpinned torch never pulls a CUDA build.
+
+PYTHON     ?= python3
+VENV       ?= .venv
+TORCH_SPEC ?= torch==2.13.0
+EXTRAS     ?= torch,hf,dev
+PY         := $(VENV)/bin/python
+STAMP      := $(VENV)/.teraml-installed
+
+.PHONY: all install demo test test-all bench lint clean
+
+all: test
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet "$(TORCH_SPEC)"
+	$(PY) -m pip install --quiet -e ".[$(EXTRAS)]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/teraml demo $(DEMO_ARGS)
+
+test: $(STAMP)
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+test-all: $(STAMP)
+	$(PY) -m pytest -q -m "slow or not slow" $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check src tests bench
+
+clean:
+	rm -rf $(VENV) teraml-report build dist src/*.egg-info .pytest_cache .hypothesis

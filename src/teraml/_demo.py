@@ -1,0 +1,75 @@
+"""The demo registry: the one place where components register their ``teraml demo`` section.
+
+A demo is a function ``run(ctx: DemoContext) -> DemoSection``. It runs a quick version of its
+component's benchmark on offline data (about a minute) and returns summary rows, tables, figures
+and notes; the report layer (``teraml.report``) renders them. Algorithm packages only import this
+small module, never ``teraml.report``.
+
+To register a component, add one line to :data:`REGISTRY`: ``("name", "module:function")``.
+
+Example
+-------
+>>> [name for name, _ in REGISTRY][:2]
+['datasets', 'tinylm']
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+from typing import Any
+
+__all__ = ["REGISTRY", "DemoContext", "DemoSection", "SummaryRow", "resolve"]
+
+#: Registered demos, in the order they run: (name, "module:function").
+REGISTRY: list[tuple[str, str]] = [
+    ("datasets", "teraml.datasets._demo:run"),
+    ("tinylm", "teraml.models._demo:run"),
+]
+
+
+@dataclasses.dataclass
+class SummaryRow:
+    """One row of the demo's summary table.
+
+    ``ratio`` is ours relative to the baseline in the direction stated by ``what``; ``None`` when a
+    ratio makes no sense.
+    """
+
+    component: str
+    what: str
+    ours: str
+    baseline: str
+    ratio: float | None = None
+
+
+@dataclasses.dataclass
+class DemoContext:
+    """What a demo gets: verbosity, an output directory for its files, and flags."""
+
+    out_dir: Any
+    verbose: bool = True
+    retrain: bool = False
+    quick: bool = True
+
+
+@dataclasses.dataclass
+class DemoSection:
+    """What a demo returns: rows for the summary, then its own report section.
+
+    ``tables`` is a list of ``(caption, headers, rows)``; ``figures`` a list of
+    ``(caption, matplotlib.figure.Figure)``; ``results`` is JSON-serialisable.
+    """
+
+    title: str
+    summary: list[SummaryRow] = dataclasses.field(default_factory=list)
+    text: str = ""
+    tables: list[tuple[str, list[str], list[list[Any]]]] = dataclasses.field(default_factory=list)
+    figures: list[tuple[str, Any]] = dataclasses.field(default_factory=list)
+    results: dict = dataclasses.field(default_factory=dict)
+
+
+def resolve(target: str):
+    """Import ``"module:function"`` and return the function."""
+    module, _, func = target.partition(":")
+    return getattr(importlib.import_module(module), func)

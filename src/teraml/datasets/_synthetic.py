@@ -1,0 +1,132 @@
+"""Seeded synthetic data generators (numpy only)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from teraml._validation import check_array, check_float, check_int, check_random_state
+
+__all__ = ["make_gaussian_mixture", "make_planted_partition_graph"]
+
+
+def make_gaussian_mixture(
+    n_samples: int = 1000,
+    n_features: int = 2,
+    n_components: int = 3,
+    *,
+    cluster_std: float = 1.0,
+    center_box: float = 10.0,
+    weights=None,
+    random_state=0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Draw points from a mixture of isotropic Gaussians.
+
+    Centres are uniform in ``[-center_box, center_box]^n_features``; component ``c`` is drawn with
+    probability ``weights[c]`` (uniform by default) and has standard deviation ``cluster_std``.
+
+    Returns
+    -------
+    X : (n_samples, n_features) float64
+    y : (n_samples,) int64, the component of each point
+
+    >>> X, y = make_gaussian_mixture(500, 2, 4, random_state=0)
+    >>> X.shape, len(set(y.tolist()))
+    ((500, 2), 4)
+    """
+    n_samples = check_int("n_samples", n_samples, min_value=1)
+    n_features = check_int("n_features", n_features, min_value=1)
+    n_components = check_int("n_components", n_components, min_value=1)
+    cluster_std = check_float("cluster_std", cluster_std, min_value=0.0)
+    center_box = check_float("center_box", center_box, min_value=0.0)
+    rng = check_random_state("random_state", random_state)
+    if weights is None:
+        p = np.full(n_components, 1.0 / n_components)
+    else:
+        p = check_array("weights", weights, ndim=1)
+        if p.shape[0] != n_components or np.any(p < 0) or p.sum() <= 0:
+            raise ValueError(
+                f"weights must be {n_components} non-negative numbers with a positive sum; got {p.tolist()}"
+            )
+        p = p / p.sum()
+    centers = rng.uniform(-center_box, center_box, size=(n_components, n_features))
+    y = rng.choice(n_components, size=n_samples, p=p)
+    if n_samples >= n_components and weights is None:
+        # every component appears at least once when it can
+        y[:n_components] = np.arange(n_components)
+        rng.shuffle(y)
+    X = centers[y] + cluster_std * rng.standard_normal((n_samples, n_features))
+    return X, y.astype(np.int64)
+
+
+def make_planted_partition_graph(
+    n_nodes: int = 1000,
+    n_blocks: int = 20,
+    *,
+    in_neighbors: int = 8,
+    out_neighbors: int = 2,
+    random_state=0,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """A weighted similarity graph with planted clusters.
+
+    Nodes are split into ``n_blocks`` blocks of near-equal size. Every node draws ``in_neighbors``
+    distinct neighbours in its own block with weight ~ U(0.5, 1) and ``out_neighbors`` uniformly
+    random other nodes with weight ~ U(0, 0.5). The graph is symmetrised by keeping the larger
+    weight of a pair drawn twice.
+
+    Returns
+    -------
+    src, dst : (m,) int64 with ``src < dst`` (each undirected edge once, sorted)
+    weight : (m,) float64 in (0, 1)
+    labels : (n_nodes,) int64, the planted block of each node
+
+    >>> src, dst, w, labels = make_planted_partition_graph(200, 4, random_state=0)
+    >>> bool((src < dst).all()), labels.shape
+    (True, (200,))
+    """
+    n_nodes = check_int("n_nodes", n_nodes, min_value=2)
+    n_blocks = check_int("n_blocks", n_blocks, min_value=1, max_value=n_nodes)
+    in_neighbors = check_int("in_neighbors", in_neighbors, min_value=0)
+    out_neighbors = check_int("out_neighbors", out_neighbors, min_value=0)
+    smallest = n_nodes // n_blocks
+    if in_neighbors > smallest - 1:
+        raise ValueError(
+            f"in_neighbors must be <= {smallest - 1} (the smallest block has {smallest} nodes); got {in_neighbors}"
+        )
+    rng = check_random_state("random_state", random_state)
+    labels = rng.permutation(np.arange(n_nodes) % n_blocks).astype(np.int64)
+    members = [np.flatnonzero(labels == b) for b in range(n_blocks)]
+    src_parts, dst_parts, w_parts = [], [], []
+    if in_neighbors > 0:
+        for block in members:
+            size = block.size
+            # for each node pick in_neighbors distinct others in its block: random keys, self excluded
+            picks = np.empty((size, in_neighbors), dtype=np.int64)
+            for start in range(0, size, 1024):  # chunks keep memory at O(1024 * size)
+                rows = np.arange(start, min(start + 1024, size))
+                keys = rng.random((rows.size, size))
+                keys[np.arange(rows.size), rows] = np.inf
+                picks[rows] = np.argpartition(keys, in_neighbors - 1, axis=1)[:, :in_neighbors]
+            src_parts.append(np.repeat(block, in_neighbors))
+            dst_parts.append(block[picks.ravel()])
+            w_parts.append(rng.uniform(0.5, 1.0, size * in_neighbors))
+    if out_neighbors > 0:
+        s = np.repeat(np.arange(n_nodes), out_neighbors)
+        d = rng.integers(0, n_nodes - 1, size=s.size)
+        d = d + (d >= s)  # never a self loop
+        src_parts.append(s)
+        dst_parts.append(d)
+        w_parts.append(rng.uniform(0.0, 0.5, s.size))
+    if not src_parts:
+        empty = np.zeros(0, dtype=np.int64)
+        return empty, empty.copy(), np.zeros(0), labels
+    s = np.concatenate(src_parts)
+    d = np.concatenate(dst_parts)
+    w = np.concatenate(w_parts)
+    lo, hi = np.minimum(s, d), np.maximum(s, d)
+    key = lo * n_nodes + hi
+    order = np.lexsort((-w, key))  # by key, heaviest first
+    key, w = key[order], w[order]
+    first = np.ones(key.size, dtype=bool)
+    first[1:] = key[1:] != key[:-1]
+    key, w = key[first], w[first]
+    return (key // n_nodes).astype(np.int64), (key % n_nodes).astype(np.int64), w, labels
