@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from teraml._validation import type_name
 from teraml.datasets._sklearn import load_breast_cancer, load_diabetes, load_digits, load_wine
-from teraml.datasets._synthetic import make_gaussian_mixture, make_planted_partition_graph
+from teraml.datasets._synthetic import make_attention_qkv, make_gaussian_mixture, make_planted_partition_graph
 from teraml.datasets._text import stdlib_files, stdlib_text, stdlib_text_sha256, unigram_entropy
 
 __all__ = [
@@ -29,6 +29,7 @@ __all__ = [
     "unigram_entropy",
     "make_gaussian_mixture",
     "make_planted_partition_graph",
+    "make_attention_qkv",
 ]
 
 _REGISTRY = {
@@ -39,6 +40,7 @@ _REGISTRY = {
     "stdlib_text": stdlib_text,
     "gaussian_mixture": make_gaussian_mixture,
     "planted_partition_graph": make_planted_partition_graph,
+    "attention_qkv": make_attention_qkv,
 }
 
 # Well-known datasets that exist only behind a download: named so that asking for one fails fast

@@ -6,7 +6,7 @@ import numpy as np
 
 from teraml._validation import check_array, check_float, check_int, check_random_state
 
-__all__ = ["make_gaussian_mixture", "make_planted_partition_graph"]
+__all__ = ["make_gaussian_mixture", "make_planted_partition_graph", "make_attention_qkv"]
 
 
 def make_gaussian_mixture(
@@ -130,3 +130,90 @@ def make_planted_partition_graph(
     first[1:] = key[1:] != key[:-1]
     key, w = key[first], w[first]
     return (key // n_nodes).astype(np.int64), (key % n_nodes).astype(np.int64), w, labels
+
+
+_QKV_KINDS = ("iid", "clustered", "sink", "rope")
+
+
+def make_attention_qkv(
+    kind: str = "iid",
+    n: int = 4096,
+    d: int = 64,
+    heads: int = 2,
+    seed: int = 0,
+    *,
+    cluster_size: int = 64,
+    sigma: float = 0.1,
+    ell: float = 6.0,
+    rank: int = 8,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Synthetic attention inputs ``(q, k, v)``, each float32 of shape ``(1, heads, n, d)``.
+
+    kinds (the HyperAttention spec's G1-G4):
+
+    * ``"iid"``: q, k, v ~ N(0, 1).
+    * ``"clustered"``: ``n / cluster_size`` unit centres mu; position i has a cluster z_i and
+      ``q_i, k_i = a * mu_{z_i} + sigma * eps`` with ``a = sqrt(ell * sqrt(d))``, so a same-cluster
+      logit is about ``ell`` at scale ``d^-1/2``; v ~ N(0, 1).
+    * ``"sink"``: clustered plus a shared query direction u (weight 2) and ``k_0 = 12 u``: one key
+      heavy for every query (an attention sink).
+    * ``"rope"``: rank-``rank`` q, k (scaled to logits of order ``ell``), rotated by RoPE
+      (theta 1e4); meant for causal attention.
+
+    >>> q, k, v = make_attention_qkv("clustered", 256, d=16, heads=1, seed=0)
+    >>> q.shape, q.dtype
+    ((1, 1, 256, 16), dtype('float32'))
+    """
+    if not isinstance(kind, str) or kind not in _QKV_KINDS:
+        raise ValueError(f"kind must be one of {', '.join(repr(k) for k in _QKV_KINDS)}; got {kind!r}")
+    n = check_int("n", n, min_value=1)
+    d = check_int("d", d, min_value=2)
+    heads = check_int("heads", heads, min_value=1)
+    cluster_size = check_int("cluster_size", cluster_size, min_value=1)
+    rank = check_int("rank", rank, min_value=1, max_value=d)
+    sigma = check_float("sigma", sigma, min_value=0.0)
+    ell = check_float("ell", ell, min_value=0.0)
+    rng = check_random_state("seed", seed)
+    shape = (1, heads, n, d)
+    v = rng.standard_normal(shape)
+    if kind == "iid":
+        q, k = rng.standard_normal(shape), rng.standard_normal(shape)
+    elif kind in ("clustered", "sink"):
+        n_centres = max(1, n // cluster_size)
+        mu = rng.standard_normal((heads, n_centres, d))
+        mu /= np.linalg.norm(mu, axis=-1, keepdims=True)
+        z = rng.integers(0, n_centres, size=(heads, n))
+        a = np.sqrt(ell * np.sqrt(d))
+        centre = np.take_along_axis(mu, z[..., None], axis=1)[None]  # (1, heads, n, d)
+        q = a * centre + sigma * rng.standard_normal(shape)
+        k = a * centre + sigma * rng.standard_normal(shape)
+        if kind == "sink":
+            u = rng.standard_normal((heads, d))
+            u /= np.linalg.norm(u, axis=-1, keepdims=True)
+            q = q + 2.0 * u[None, :, None, :]
+            k[:, :, 0, :] = 12.0 * u[None]
+    else:  # rope: a slowly varying rank-`rank` latent (AR(1), rho 0.99), shared by q and k, then RoPE
+        basis = np.linalg.qr(rng.standard_normal((heads, d, rank)))[0].transpose(0, 2, 1)  # (heads, rank, d)
+        z = np.empty((1, heads, n, rank))
+        z[:, :, 0] = rng.standard_normal((1, heads, rank))
+        rho = 0.99
+        noise = rng.standard_normal((1, heads, n, rank)) * np.sqrt(1 - rho**2)
+        for t in range(1, n):
+            z[:, :, t] = rho * z[:, :, t - 1] + noise[:, :, t]
+        c = np.sqrt(ell * np.sqrt(d) / rank)
+        q = c * np.einsum("bhnr,hrd->bhnd", z, basis) + sigma * rng.standard_normal(shape)
+        k = c * np.einsum("bhnr,hrd->bhnd", z, basis) + sigma * rng.standard_normal(shape)
+        half = d // 2
+        inv = 1e4 ** (-np.arange(half) / half)
+        ang = np.arange(n)[:, None] * inv[None, :]
+        cos, sin = np.cos(ang), np.sin(ang)
+
+        def rot(x):
+            x1, x2 = x[..., :half], x[..., half:2 * half]
+            out = x.copy()
+            out[..., :half] = x1 * cos - x2 * sin
+            out[..., half:2 * half] = x1 * sin + x2 * cos
+            return out
+
+        q, k = rot(q), rot(k)
+    return q.astype(np.float32), k.astype(np.float32), v.astype(np.float32)

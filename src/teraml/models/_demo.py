@@ -52,7 +52,7 @@ def run(ctx: DemoContext) -> DemoSection:
         ["parameters", m["n_parameters"]],
         ["training steps (planned)", f"{m['steps']} ({m['planned_steps']})"],
         ["training time (s)", m["train_seconds"]],
-        ["validation bits/byte (context %d, 8 windows)" % ctx_len, bpb],
+        [f"validation bits/byte (context {ctx_len}, 8 windows)", bpb],
         ["unigram byte entropy (bits/byte)", unigram],
         ["gap below unigram (bits/byte)", unigram - bpb],
         ["perplexity e^NLL", float(math.exp(nll.mean()))],

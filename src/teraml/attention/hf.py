@@ -1,0 +1,174 @@
+"""Hugging Face transformers integration: HyperAttention as an ``attn_implementation``.
+
+:func:`register_hyper_attention` registers an attention function in ``transformers.AttentionInterface``
+and transformers' ``sdpa_mask`` under the same name in ``AttentionMaskInterface`` (without the
+latter, transformers passes ``attention_mask=None`` even for padded batches). A model then switches
+with ``model.set_attn_implementation(name)`` or ``from_pretrained(..., attn_implementation=name)``.
+
+The function takes the HyperAttention path only for a selected layer, no attention mask (an
+unpadded prefill), no dropout, equal query and key lengths above ``min_seq_len``, and none of
+``softcap``, ``position_bias``, ``sliding_window``, ``s_aux``; every other call (decoding with a KV
+cache, padded batches, chunked prefill, short inputs) runs transformers' own SDPA forward, identical
+to ``"sdpa"``.
+
+Example
+-------
+>>> from teraml.attention import register_hyper_attention       # doctest: +SKIP
+>>> reg = register_hyper_attention(layers=2)                   # the last two layers, as in the paper
+>>> model.set_attn_implementation(reg.name)                    # any transformers decoder
+>>> model(input_ids).logits                                    # long prefill: HyperAttention
+>>> reg.counts                                                 # {'hyper': 2, 'exact': ...}
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import warnings
+from collections.abc import Sequence
+
+import torch
+
+from teraml._validation import check_int, type_name
+from teraml.attention.hyper import _validate_params, hyper_attention
+
+__all__ = ["register_hyper_attention", "HyperAttentionRegistration"]
+
+logger = logging.getLogger(__name__)
+
+_UNSUPPORTED_KWARGS = ("softcap", "position_bias", "sliding_window", "s_aux")
+
+
+@dataclasses.dataclass(frozen=True)
+class HyperAttentionRegistration:
+    """What :func:`register_hyper_attention` registered; ``counts`` tallies the calls per path."""
+
+    name: str
+    layers: object
+    lsh_num_projs: int
+    block_size: int
+    sample_size: int
+    min_seq_len: int
+    bucket_order: str
+    seed: int
+    counts: dict = dataclasses.field(default_factory=lambda: {"hyper": 0, "exact": 0}, compare=False)
+
+
+def _layer_selected(layers, layer_idx, n_layers) -> bool:
+    if layers is None:
+        return True
+    if layer_idx is None:
+        return False
+    if isinstance(layers, int):
+        if n_layers is None:
+            return False
+        return layer_idx >= n_layers - layers
+    return layer_idx in layers
+
+
+def _check_layers(layers):
+    if layers is None:
+        return None
+    if isinstance(layers, bool):
+        raise ValueError(f"layers must be None, an int >= 0 or a sequence of layer indices; got {layers!r}")
+    if isinstance(layers, int):
+        return check_int("layers", layers, min_value=0)
+    if isinstance(layers, Sequence) and not isinstance(layers, (str, bytes)):
+        out = []
+        for x in layers:
+            if isinstance(x, bool) or not isinstance(x, int) or x < 0:
+                raise ValueError(
+                    f"layers must be None, an int >= 0 or a sequence of layer indices (ints >= 0); got {list(layers)!r}")
+            out.append(int(x))
+        return frozenset(out)
+    raise ValueError(f"layers must be None, an int >= 0 or a sequence of layer indices; got {type_name(layers)}")
+
+
+def register_hyper_attention(name="teraml_hyper", *, layers=None, lsh_num_projs=7, block_size=256,
+                             sample_size=256, min_seq_len=4096, bucket_order="gray", seed=0
+                             ) -> HyperAttentionRegistration:
+    """Register HyperAttention with transformers under ``name``; return the registration record.
+
+    Parameters
+    ----------
+    name : the ``attn_implementation`` name
+    layers : None = every layer; an int k = the last k layers (``config.num_hidden_layers``);
+        a sequence = those ``module.layer_idx`` values
+    lsh_num_projs, block_size, sample_size, min_seq_len, bucket_order : as :func:`hyper_attention`
+    seed : each layer's projections and sampling generator are seeded from ``(seed, layer_idx)``
+
+    >>> reg = register_hyper_attention("hyper_last2", layers=2, min_seq_len=512)   # doctest: +SKIP
+    >>> model.set_attn_implementation("hyper_last2")                              # doctest: +SKIP
+    """
+    try:
+        import transformers
+        from transformers import AttentionInterface
+        from transformers.integrations.sdpa_attention import sdpa_attention_forward
+        from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+    except ImportError as exc:
+        raise ImportError("register_hyper_attention needs transformers>=5.0: pip install 'teraml[hf]'") from exc
+    major = int(transformers.__version__.split(".")[0])
+    if major < 5:
+        raise ImportError("register_hyper_attention needs transformers>=5.0: pip install 'teraml[hf]'")
+    if not isinstance(name, str) or not name or name in ("sdpa", "eager") or name.startswith("flash"):
+        raise ValueError(f"name must be a new non-empty attn_implementation name; got {name!r}")
+    layer_sel = _check_layers(layers)
+    _validate_params(lsh_num_projs, block_size, sample_size, min_seq_len, bucket_order)
+    check_int("seed", seed, min_value=0)
+    reg = HyperAttentionRegistration(name, layer_sel, lsh_num_projs, block_size, sample_size, min_seq_len,
+                                     bucket_order, seed)
+    projections: dict[tuple, torch.Tensor] = {}
+    generators: dict[tuple, torch.Generator] = {}
+    warned: set[str] = set()
+
+    def layer_seed(layer_idx):
+        return (seed * 1_000_003 + (layer_idx if layer_idx is not None else 999_983)) % (2**63 - 1)
+
+    def attention(module, query, key, value, attention_mask, dropout=0.0, scaling=None, **kwargs):
+        layer_idx = getattr(module, "layer_idx", None)
+        config = getattr(module, "config", None)
+        n_layers = getattr(config, "num_hidden_layers", None)
+        bad = [k for k in _UNSUPPORTED_KWARGS if kwargs.get(k) is not None]
+        for k in bad:
+            if k not in warned:
+                warned.add(k)
+                warnings.warn(f"{name}: `{k}` is not supported by HyperAttention; those calls run exact SDPA",
+                              stacklevel=2)
+        use_hyper = (
+            _layer_selected(layer_sel, layer_idx, n_layers)
+            and attention_mask is None
+            and not dropout
+            and query.shape[2] == key.shape[2]
+            and key.shape[2] > min_seq_len
+            and not bad
+        )
+        if not use_hyper:
+            reg.counts["exact"] += 1
+            return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout,
+                                          scaling=scaling, **kwargs)
+        causal = kwargs.get("is_causal")
+        if causal is None:
+            causal = getattr(module, "is_causal", True)
+        s = layer_seed(layer_idx)
+        pkey = (layer_idx, query.shape[-1], query.device, query.dtype)
+        proj = projections.get(pkey)
+        if proj is None:
+            gen = torch.Generator().manual_seed(s)
+            proj = torch.randn(query.shape[-1], lsh_num_projs, generator=gen).to(query.device, query.dtype)
+            projections[pkey] = proj
+        gkey = (layer_idx, str(query.device))
+        gen = generators.get(gkey)
+        if gen is None:
+            gen = torch.Generator(device=query.device).manual_seed(s)
+            generators[gkey] = gen
+        out = hyper_attention(query, key, value, is_causal=bool(causal), scale=scaling,
+                              enable_gqa=query.shape[1] != key.shape[1], lsh_num_projs=lsh_num_projs,
+                              block_size=block_size, sample_size=sample_size, min_seq_len=min_seq_len,
+                              bucket_order=bucket_order, projections=proj, generator=gen)
+        reg.counts["hyper"] += 1
+        return out.transpose(1, 2).contiguous(), None
+
+    AttentionInterface.register(name, attention)
+    AttentionMaskInterface.register(name, sdpa_mask)
+    logger.info("registered HyperAttention as attn_implementation=%r", name)
+    return reg

@@ -1,0 +1,409 @@
+"""HyperAttention (Han et al., ICLR 2024): near-linear long-context attention, a drop-in for torch SDPA.
+
+For each (batch, head), queries and keys are sorted by an angular LSH (``lsh.py``); query block t
+attends exactly to key block t (the heavy entries), and every query also attends to ``sample_size``
+keys drawn uniformly (with replacement) from the whole sequence, reweighted by ``n_k / m`` and masked
+where the sampled key already lies in the query's own block, so each off-block key is counted once
+in expectation. Both parts share one softmax, so output and log-normaliser are exact functions of
+the chosen entries. The causal mask is handled by the paper's recursion: exact attention on the two
+diagonal halves (recursively, down to ``min_seq_len``) plus an unmasked HyperAttention of the second
+half of the queries on the first half of the keys, merged by log-sum-exp.
+
+Samples are drawn uniformly, as in the authors' released code (insuhan/hyper-attn); the paper's
+theory samples value rows with probability proportional to their squared norm.
+
+Public rule: **exact iff n_k <= min_seq_len**, causal or not.
+
+Differences from the reference code, each tested: sampled keys inside the query's block are masked
+(the reference double-counts them), the bucket order is a true Gray-code walk, padded keys are masked,
+the merge is an fp32 ``logaddexp`` without cap, the LSE carries gradients, random draws come from an
+explicit generator and the projections are a persistent buffer of the module.
+
+Example
+-------
+>>> import torch
+>>> from teraml.attention import hyper_attention
+>>> q, k, v = (torch.randn(1, 2, 8192, 64) for _ in range(3))
+>>> out = hyper_attention(q, k, v, is_causal=True)          # same call as F.scaled_dot_product_attention
+>>> out.shape
+torch.Size([1, 2, 8192, 64])
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from teraml._validation import check_bool, check_choice, check_int, type_name
+from teraml.attention._merge import exact_attention, merge_attention
+from teraml.attention.lsh import BUCKET_ORDERS, default_projections, sort_lsh
+
+__all__ = ["hyper_attention", "HyperAttention"]
+
+# scores (fp32 elements) materialised at once in the unmasked kernel; larger problems are chunked
+_SCORE_BUDGET = 1 << 26
+
+
+# --------------------------------------------------------------------------------------------------
+# validation
+
+
+def _validate_tensors(query, key, value, enable_gqa: bool, is_causal: bool):
+    for name, t in (("query", query), ("key", key), ("value", value)):
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor; got {type_name(t)}")
+    for name, t in (("query", query), ("key", key), ("value", value)):
+        if not t.is_floating_point():
+            raise TypeError(f"{name} must have a floating dtype; got {t.dtype}")
+    nd = (query.ndim, key.ndim, value.ndim)
+    if len(set(nd)) != 1 or nd[0] not in (3, 4):
+        raise ValueError(
+            "query, key and value must all be 3-D (batch, seq, dim) or 4-D (batch, heads, seq, dim); "
+            f"got query.ndim={query.ndim}, key.ndim={key.ndim}" + (
+                f", value.ndim={value.ndim}" if value.ndim != key.ndim else "")
+        )
+    for name, t in (("key", key), ("value", value)):
+        if t.dtype != query.dtype or t.device != query.device:
+            raise ValueError(
+                f"{name} must share query's dtype and device: expected "
+                f"{str(query.dtype).replace('torch.', '')}/{query.device}, "
+                f"got {str(t.dtype).replace('torch.', '')}/{t.device}"
+            )
+    if key.shape[-1] != query.shape[-1]:
+        raise ValueError(f"key.shape[-1] must equal query.shape[-1]: expected {query.shape[-1]}, got {key.shape[-1]}")
+    if value.shape[-2] != key.shape[-2]:
+        raise ValueError(f"value.shape[-2] must equal key.shape[-2]: expected {key.shape[-2]}, got {value.shape[-2]}")
+    for name, t in (("key", key), ("value", value)):
+        if t.shape[0] != query.shape[0]:
+            raise ValueError(f"{name}.shape[0] must equal query.shape[0]: expected {query.shape[0]}, got {t.shape[0]}")
+    if query.ndim == 4:
+        if value.shape[1] != key.shape[1]:
+            raise ValueError(f"value.shape[1] must equal key.shape[1]: expected {key.shape[1]}, got {value.shape[1]}")
+        hq, hk = query.shape[1], key.shape[1]
+        if not enable_gqa and hq != hk:
+            raise ValueError(f"key heads must equal query heads when enable_gqa=False: expected {hq}, got {hk}")
+        if enable_gqa and (hk == 0 or hq % hk != 0):
+            raise ValueError(f"query heads must be a multiple of key heads when enable_gqa=True: got {hq} and {hk}")
+    for name, t in (("query", query), ("key", key)):
+        if t.shape[-2] < 1:
+            raise ValueError(f"{name}.shape[-2] must be >= 1; got {t.shape[-2]}")
+    if query.shape[-1] < 1:
+        raise ValueError(f"query.shape[-1] must be >= 1; got {query.shape[-1]}")
+    if is_causal and query.shape[-2] != key.shape[-2]:
+        raise ValueError(
+            f"is_causal=True requires equal query and key lengths; got {query.shape[-2]} and {key.shape[-2]} "
+            "(use exact attention for KV-cache decoding)"
+        )
+
+
+def _validate_params(lsh_num_projs, block_size, sample_size, min_seq_len, bucket_order):
+    check_int("lsh_num_projs", lsh_num_projs, min_value=1, max_value=16)
+    check_int("block_size", block_size, min_value=1)
+    check_int("sample_size", sample_size, min_value=0)
+    check_int("min_seq_len", min_seq_len, min_value=1)
+    if not isinstance(bucket_order, str):
+        raise ValueError(f"bucket_order must be one of 'gray', 'reference', 'binary'; got {bucket_order!r}")
+    check_choice("bucket_order", bucket_order, BUCKET_ORDERS)
+
+
+def _validate_scale(scale):
+    if scale is None:
+        return None
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale) or scale <= 0:
+        raise ValueError(f"scale must be a float > 0 or None; got {scale!r}")
+    return float(scale)
+
+
+def _validate_mask_dropout(attn_mask, dropout_p):
+    if attn_mask is not None:
+        shape = tuple(attn_mask.shape) if isinstance(attn_mask, torch.Tensor) else None
+        what = f"a Tensor of shape {shape}" if shape is not None else type_name(attn_mask)
+        raise NotImplementedError(f"attn_mask must be None; got {what} (use is_causal, or SDPA for arbitrary masks)")
+    if dropout_p != 0.0:
+        raise NotImplementedError(f"dropout_p must be 0.0; got {dropout_p}")
+
+
+# --------------------------------------------------------------------------------------------------
+# kernels on the grouped layout: q (B, Hk, g, n, d); k, v (B, Hk, 1, n, d)
+
+
+def _acc(x: torch.Tensor) -> torch.Tensor:
+    """Scores and normalisers in fp32 at least (fp64 stays fp64)."""
+    return x if x.dtype == torch.float64 else x.float()
+
+
+def _gather_rows(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """x (..., n, e) gathered along -2 by idx (..., m) (idx broadcast over x's leading dims)."""
+    shape = list(torch.broadcast_shapes(x.shape[:-2], idx.shape[:-1]))
+    x = x.expand(*shape, *x.shape[-2:])
+    idx = idx.expand(*shape, idx.shape[-1])
+    return torch.gather(x, -2, idx.unsqueeze(-1).expand(*idx.shape, x.shape[-1]))
+
+
+def _unmasked(q, k, v, proj, scale, block_size, sample_size, bucket_order, generator,
+              mask_samples=True, sample_idx=None, random_blocks=False):
+    """Unmasked HyperAttention on the grouped layout; returns (o (B,Hk,g,nq,dv), lse fp32 (B,Hk,g,nq)).
+
+    ``sample_idx`` (B,Hk,g,m) fixes the samples (positions in sorted key order); ``random_blocks``
+    replaces the LSH sort by random permutations (a baseline for benchmarks).
+    """
+    B, Hk, g, n_q, d = q.shape
+    n_k, dv = k.shape[-2], v.shape[-1]
+    if random_blocks:
+        perm_q = torch.argsort(torch.rand(q.shape[:-1], generator=generator, device=q.device), dim=-1)
+        perm_k = torch.argsort(torch.rand(k.shape[:-1], generator=generator, device=q.device), dim=-1)
+    else:
+        perm_q = sort_lsh(q, proj, bucket_order)          # (B,Hk,g,nq)
+        perm_k = sort_lsh(k, proj, bucket_order)          # (B,Hk,1,nk): keys sorted once per key head
+    b = min(block_size, n_k)
+    nb = -(-n_k // b)
+    bq = -(-n_q // nb)
+    qs = _gather_rows(q, perm_q)
+    ks = _gather_rows(k, perm_k)
+    vs = _gather_rows(v, perm_k)
+    pad_k, pad_q = nb * b - n_k, nb * bq - n_q
+    if pad_k:
+        ks = F.pad(ks, (0, 0, 0, pad_k))
+        vs = F.pad(vs, (0, 0, 0, pad_k))
+    if pad_q:
+        qs = F.pad(qs, (0, 0, 0, pad_q))
+    qb = qs.view(B, Hk, g, nb, bq, d)
+    kb = ks.view(B, Hk, 1, nb, b, d)
+    vb = vs.view(B, Hk, 1, nb, b, dv)
+
+    m = sample_size
+    if m > 0:
+        if sample_idx is None:
+            sample_idx = torch.randint(0, n_k, (B, Hk, g, m), generator=generator, device=q.device)
+        k_smp = _gather_rows(ks, sample_idx)                        # (B,Hk,g,m,d)
+        v_smp = _gather_rows(vs, sample_idx).unsqueeze(3)           # (B,Hk,g,1,m,dv)
+        log_w = math.log(n_k / m)
+        smp_block = torch.div(sample_idx, b, rounding_mode="floor")  # (B,Hk,g,m)
+
+    # chunk the block axis so that at most _SCORE_BUDGET scores exist at once
+    per_block = B * Hk * g * bq * (b + m)
+    step = max(1, min(nb, _SCORE_BUDGET // max(1, per_block)))
+    outs, lses = [], []
+    for t0 in range(0, nb, step):
+        t1 = min(nb, t0 + step)
+        s_blk = _acc(qb[:, :, :, t0:t1] @ kb[:, :, :, t0:t1].transpose(-1, -2)) * scale  # (..,c,bq,b)
+        if pad_k and t1 == nb:
+            s_blk[..., -1, :, b - pad_k:] = -math.inf
+        if m > 0:
+            s_smp = _acc(qb[:, :, :, t0:t1] @ k_smp.unsqueeze(3).transpose(-1, -2)) * scale + log_w
+            if mask_samples:
+                own = smp_block.unsqueeze(-2) == torch.arange(t0, t1, device=q.device).view(-1, 1)  # (..,c,m)
+                s_smp = s_smp.masked_fill(own.unsqueeze(-2), -math.inf)
+            s = torch.cat([s_blk, s_smp], dim=-1)
+        else:
+            s = s_blk
+        lse = torch.logsumexp(s, dim=-1)                              # never -inf: each block has a real key
+        p = torch.exp(s - lse.unsqueeze(-1)).to(v.dtype)
+        o = p[..., :b] @ vb[:, :, :, t0:t1]
+        if m > 0:
+            o = o + p[..., b:] @ v_smp
+        outs.append(o)
+        lses.append(lse)
+    o = torch.cat(outs, dim=3).reshape(B, Hk, g, nb * bq, dv)[..., :n_q, :]
+    lse = torch.cat(lses, dim=3).reshape(B, Hk, g, nb * bq)[..., :n_q]
+    inv = torch.argsort(perm_q, dim=-1)
+    return _gather_rows(o, inv), torch.gather(lse, -1, inv)
+
+
+def _exact_grouped(q, k, v, scale, causal):
+    """Exact (o, lse) on the grouped layout."""
+    B, Hk, g, n_q, d = q.shape
+    if not causal:
+        # every query row of a group attends to the same keys: fold the group into the query axis
+        o, lse = exact_attention(q.reshape(B, Hk, g * n_q, d), k.squeeze(2), v.squeeze(2), scale=scale)
+        return o.reshape(B, Hk, g, n_q, -1), lse.reshape(B, Hk, g, n_q)
+    n_k = k.shape[-2]
+    ke = k.expand(B, Hk, g, n_k, d).reshape(B, Hk * g, n_k, d)
+    ve = v.expand(B, Hk, g, n_k, v.shape[-1]).reshape(B, Hk * g, n_k, v.shape[-1])
+    o, lse = exact_attention(q.reshape(B, Hk * g, n_q, d), ke, ve, scale=scale, causal=True)
+    return o.reshape(B, Hk, g, n_q, -1), lse.reshape(B, Hk, g, n_q)
+
+
+def _causal(q, k, v, proj, scale, block_size, sample_size, min_seq_len, bucket_order, generator,
+            mask_samples=True, random_blocks=False):
+    """Causal HyperAttention by recursion on halves; returns (o, lse) on the grouped layout."""
+    n = q.shape[-2]
+    if n <= min_seq_len:
+        return _exact_grouped(q, k, v, scale, True)
+    pad = n % 2
+    if pad:  # one pad row at the end: causality keeps it away from the real rows
+        q, k, v = (F.pad(t, (0, 0, 0, 1)) for t in (q, k, v))
+    B, Hk, g, n2, d = q.shape
+    dv = v.shape[-1]
+    h = n2 // 2
+
+    def fold(x):  # (B, Hk, G, 2h, e) -> (2B, Hk, G, h, e): the halves become batch rows (b, half)
+        G, e = x.shape[2], x.shape[-1]
+        return x.reshape(B, Hk, G, 2, h, e).permute(0, 3, 1, 2, 4, 5).reshape(2 * B, Hk, G, h, e)
+
+    # Folding into the batch axis (not the head axis) keeps the query-head -> key-head map intact and
+    # draws samples in (batch, query head) order, so GQA equals repeat_interleave'd keys exactly.
+    o_d, lse_d = _causal(fold(q), fold(k), fold(v), proj, scale, block_size, sample_size, min_seq_len,
+                         bucket_order, generator, mask_samples, random_blocks)
+    o_d = o_d.reshape(B, 2, Hk, g, h, dv).permute(0, 2, 3, 1, 4, 5).reshape(B, Hk, g, n2, dv)
+    lse_d = lse_d.reshape(B, 2, Hk, g, h).permute(0, 2, 3, 1, 4).reshape(B, Hk, g, n2)
+    o_u, lse_u = _unmasked(q[..., h:, :], k[..., :h, :], v[..., :h, :], proj, scale, block_size, sample_size,
+                           bucket_order, generator, mask_samples, random_blocks=random_blocks)
+    o_m, lse_m = merge_attention(o_d[..., h:, :], lse_d[..., h:], o_u, lse_u)
+    o = torch.cat([o_d[..., :h, :], o_m], dim=-2)
+    lse = torch.cat([lse_d[..., :h], lse_m], dim=-1)
+    if pad:
+        o, lse = o[..., :n, :], lse[..., :n]
+    return o, lse
+
+
+# --------------------------------------------------------------------------------------------------
+# public API
+
+
+def hyper_attention(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None,
+                    enable_gqa=False, *, lsh_num_projs=7, block_size=256, sample_size=256,
+                    min_seq_len=4096, bucket_order="gray", projections=None, generator=None,
+                    return_lse=False, _mask_block_samples=True, _random_blocks=False):
+    """HyperAttention with the calling convention of ``torch.nn.functional.scaled_dot_product_attention``.
+
+    Parameters
+    ----------
+    query : (B, H, L, E) or (B, L, E) tensor
+    key, value : (B, H_kv, S, E) and (B, H_kv, S, E_v), or 3-D like ``query``
+    attn_mask : must be None (use ``is_causal``; arbitrary masks need SDPA)
+    dropout_p : must be 0.0
+    is_causal : causal attention (requires L == S), via the paper's recursion
+    scale : softmax scale, default ``E ** -0.5``
+    enable_gqa : query head j reads key head ``j // (H / H_kv)``, as in SDPA
+    lsh_num_projs : r, the number of hyperplanes (2^r buckets), 1..16
+    block_size : keys per LSH block (b)
+    sample_size : uniformly sampled keys per (batch, query head) and approximated block (m); 0 = blocks only
+    min_seq_len : exact attention iff S <= min_seq_len (also the floor of the causal recursion)
+    bucket_order : ``"gray"`` (default), ``"reference"`` (insuhan/hyper-attn's order) or ``"binary"``
+    projections : (E, r) hyperplanes; default a cached matrix from ``torch.Generator().manual_seed(0)``
+    generator : ``torch.Generator`` for the samples; default torch's global RNG (as dropout)
+    return_lse : also return the fp32 natural-log normaliser, shape (..., L)
+
+    Returns
+    -------
+    Tensor (..., L, E_v) in ``query``'s dtype, or ``(out, lse)`` when ``return_lse``.
+
+    Example
+    -------
+    >>> import torch
+    >>> q = torch.randn(1, 4, 16384, 64); k = v = torch.randn(1, 2, 16384, 64)
+    >>> g = torch.Generator().manual_seed(0)
+    >>> out, lse = hyper_attention(q, k, v, enable_gqa=True, generator=g, return_lse=True)
+    >>> out.shape, lse.dtype
+    (torch.Size([1, 4, 16384, 64]), torch.float32)
+    """
+    _validate_mask_dropout(attn_mask, dropout_p)
+    check_bool("is_causal", is_causal)
+    check_bool("enable_gqa", enable_gqa)
+    check_bool("return_lse", return_lse)
+    _validate_tensors(query, key, value, bool(enable_gqa), bool(is_causal))
+    _validate_params(lsh_num_projs, block_size, sample_size, min_seq_len, bucket_order)
+    scale = _validate_scale(scale)
+    d = query.shape[-1]
+    if projections is None:
+        proj = default_projections(d, lsh_num_projs, dtype=query.dtype, device=query.device)
+    else:
+        if not isinstance(projections, torch.Tensor):
+            raise TypeError(f"projections must be a torch.Tensor; got {type_name(projections)}")
+        if tuple(projections.shape) != (d, lsh_num_projs):
+            raise ValueError(f"projections must have shape ({d}, {lsh_num_projs}); got {tuple(projections.shape)}")
+        proj = projections.to(dtype=query.dtype, device=query.device)
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator or None; got {type_name(generator)}")
+    if scale is None:
+        scale = d ** -0.5
+
+    three_d = query.ndim == 3
+    if three_d:
+        query, key, value = query.unsqueeze(1), key.unsqueeze(1), value.unsqueeze(1)
+    B, H, n_q, _ = query.shape
+    Hk, n_k = key.shape[1], key.shape[-2]
+    g = H // Hk
+
+    if n_k <= min_seq_len:  # the exact path: SDPA itself when no LSE is asked for
+        if not return_lse:
+            out = F.scaled_dot_product_attention(query, key, value, is_causal=bool(is_causal), scale=scale,
+                                                 enable_gqa=bool(enable_gqa) and g > 1)
+            return out.squeeze(1) if three_d else out
+    q5 = query.reshape(B, Hk, g, n_q, d)
+    k5, v5 = key.unsqueeze(2), value.unsqueeze(2)
+    if n_k <= min_seq_len:
+        o, lse = _exact_grouped(q5, k5, v5, scale, bool(is_causal))
+    elif is_causal:
+        o, lse = _causal(q5, k5, v5, proj, scale, block_size, sample_size, min_seq_len, bucket_order, generator,
+                         _mask_block_samples, _random_blocks)
+    else:
+        o, lse = _unmasked(q5, k5, v5, proj, scale, block_size, sample_size, bucket_order, generator,
+                           _mask_block_samples, random_blocks=_random_blocks)
+    o = o.reshape(B, H, n_q, value.shape[-1]).to(query.dtype)
+    lse = lse.reshape(B, H, n_q)
+    if three_d:
+        o, lse = o.squeeze(1), lse.squeeze(1)
+    return (o, lse) if return_lse else o
+
+
+class HyperAttention(torch.nn.Module):
+    """HyperAttention as an ``nn.Module`` with persistent LSH projections.
+
+    The ``(head_dim, lsh_num_projs)`` projections are a persistent buffer drawn from ``seed``, so a
+    reloaded model hashes identically. The module owns one sampling generator per device, seeded
+    from ``seed`` (not saved); a ``generator`` passed to :meth:`forward` wins.
+
+    Example
+    -------
+    >>> import torch
+    >>> attn = HyperAttention(64, min_seq_len=2048)
+    >>> q = k = v = torch.randn(1, 2, 8192, 64)
+    >>> attn(q, k, v, is_causal=True).shape
+    torch.Size([1, 2, 8192, 64])
+    """
+
+    def __init__(self, head_dim: int, *, lsh_num_projs=7, block_size=256, sample_size=256, min_seq_len=4096,
+                 bucket_order="gray", seed=0):
+        super().__init__()
+        check_int("head_dim", head_dim, min_value=1)
+        _validate_params(lsh_num_projs, block_size, sample_size, min_seq_len, bucket_order)
+        check_int("seed", seed, min_value=0)
+        self.head_dim = head_dim
+        self.lsh_num_projs = lsh_num_projs
+        self.block_size = block_size
+        self.sample_size = sample_size
+        self.min_seq_len = min_seq_len
+        self.bucket_order = bucket_order
+        self.seed = seed
+        gen = torch.Generator().manual_seed(seed)
+        self.register_buffer("projections", torch.randn(head_dim, lsh_num_projs, generator=gen), persistent=True)
+        self._generators: dict[str, torch.Generator] = {}
+
+    def extra_repr(self) -> str:
+        return (f"head_dim={self.head_dim}, lsh_num_projs={self.lsh_num_projs}, block_size={self.block_size}, "
+                f"sample_size={self.sample_size}, min_seq_len={self.min_seq_len}, "
+                f"bucket_order={self.bucket_order!r}, seed={self.seed}")
+
+    def _generator(self, device: torch.device) -> torch.Generator:
+        key = str(device)
+        gen = self._generators.get(key)
+        if gen is None:
+            gen = torch.Generator(device=device).manual_seed(self.seed)
+            self._generators[key] = gen
+        return gen
+
+    def forward(self, query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None,
+                enable_gqa=False, *, return_lse=False, generator=None):
+        if isinstance(query, torch.Tensor) and query.ndim >= 1 and query.shape[-1] != self.head_dim:
+            raise ValueError(f"query.shape[-1] must equal head_dim: expected {self.head_dim}, got {query.shape[-1]}")
+        if generator is None and isinstance(query, torch.Tensor):
+            generator = self._generator(query.device)
+        return hyper_attention(query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa,
+                               lsh_num_projs=self.lsh_num_projs, block_size=self.block_size,
+                               sample_size=self.sample_size, min_seq_len=self.min_seq_len,
+                               bucket_order=self.bucket_order, projections=self.projections,
+                               generator=generator, return_lse=return_lse)
