@@ -25,6 +25,7 @@ __all__ = ["REGISTRY", "DemoContext", "DemoSection", "SummaryRow", "resolve"]
 REGISTRY: list[tuple[str, str]] = [
     ("datasets", "teraml.datasets._demo:run"),
     ("tinylm", "teraml.models._demo:run"),
+    ("hyperattention", "teraml.attention._bench:demo"),
 ]
 
 

@@ -63,7 +63,7 @@ def cmd_demo(args) -> int:
 
     matplotlib.use("Agg")
     from teraml._demo import REGISTRY, DemoContext, SummaryRow, resolve
-    from teraml.report import Report, format_value
+    from teraml.report import Report, format_value, section_from_demo
 
     names = [n for n, _ in REGISTRY]
     if args.only:
@@ -96,11 +96,8 @@ def cmd_demo(args) -> int:
             continue
         timings[name] = time.perf_counter() - t0
         summary.extend(section.summary)
-        sec = report.section(section.title, section.text)
-        for caption, headers, rows in section.tables:
-            sec.table(caption, headers, rows)
-        for caption, fig in section.figures:
-            sec.figure(caption, fig)
+        sec = section_from_demo(section)
+        report.sections.append(sec)
         sec.text(f"Section time: {timings[name]:.1f} s.")
         report.results[name] = section.results
     headers = ["component", "what was run", "ours", "baseline", "ratio"]

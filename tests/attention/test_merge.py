@@ -118,3 +118,23 @@ def test_exact_attention_fp32_lse_gradient_matches_dense():
     for a, t in zip(grads, (q, k)):
         assert (a - t.grad).abs().max() < 1e-5
     assert v.grad is None and grads[2].abs().max() == 0  # lse does not depend on v
+
+
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("dv", [16, 24])
+def test_exact_attention_fp32_gradients_through_out_and_lse(causal, dv):
+    """The fused CPU backward (with the d_lse column trick) equals autograd through dense attention."""
+    g = torch.Generator().manual_seed(3)
+    q, k = (torch.randn(2, 3, 70, 16, generator=g, requires_grad=True) for _ in range(2))
+    v = torch.randn(2, 3, 70, dv, generator=g, requires_grad=True)
+    wo = torch.randn(2, 3, 70, dv, generator=g)
+    wl = torch.randn(2, 3, 70, generator=g)
+    o, lse = exact_attention(q, k, v, causal=causal)
+    ((o * wo).sum() + (lse * wl).sum()).backward()
+    grads = [t.grad.clone() for t in (q, k, v)]
+    for t in (q, k, v):
+        t.grad = None
+    ro, rl = _dense(q, k, v, causal=causal)
+    ((ro * wo).sum() + (rl * wl).sum()).backward()
+    for a, t in zip(grads, (q, k, v)):
+        assert (a - t.grad).abs().max() < 1e-4

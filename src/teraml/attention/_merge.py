@@ -169,6 +169,9 @@ class _ExactAttention(torch.autograd.Function):
             d_o = torch.zeros_like(o)
         if d_lse is None:
             d_lse = torch.zeros_like(lse)
+        fused = _fused_cpu_backward(q, k, v, o, lse, d_o, d_lse, scale, causal)
+        if fused is not None:
+            return (*fused, None, None)
         dq = torch.zeros(q.shape, dtype=acc, device=q.device)
         dk = torch.zeros(k.shape, dtype=acc, device=q.device)
         dv = torch.zeros(v.shape, dtype=acc, device=q.device)
@@ -191,6 +194,32 @@ class _ExactAttention(torch.autograd.Function):
             dq[..., start:stop, :] = ds @ ka
             dk += ds.transpose(-1, -2) @ qc
         return dq.to(q.dtype), dk.to(k.dtype), dv.to(v.dtype), None, None
+
+
+def _fused_cpu_backward(q, k, v, o, lse, d_o, d_lse, scale, causal):
+    """torch's fused CPU flash backward, made to honour d_lse.
+
+    The kernel computes Delta_i = rowsum(dO * O)_i from the ``out`` it is given and uses ``out`` for
+    nothing else. Appending a zero column to v, a column of ones to dO and a column of -d_lse to O
+    leaves every dO_i . v_j unchanged and turns Delta_i into rowsum(dO * O)_i - d_lse_i, the
+    gradient through both outputs. Returns None where the kernel does not apply.
+    """
+    if q.device.type != "cpu" or q.ndim != 4 or q.dtype != torch.float32 or not _fused_cpu_available():
+        return None
+    try:
+        d, dv = q.shape[-1], v.shape[-1]
+        width = max(d, dv + 1)
+        qq, kk = _pad_last(q, width), _pad_last(k, width)
+        vv = _pad_last(v, width)
+        oo = torch.cat([o, -d_lse.to(o.dtype).unsqueeze(-1)], dim=-1)
+        gg = torch.cat([d_o.to(o.dtype), torch.ones_like(o[..., :1])], dim=-1)
+        oo, gg = _pad_last(oo, width), _pad_last(gg, width)
+        dq, dk, dvv = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward(
+            gg.contiguous(), qq.contiguous(), kk.contiguous(), vv.contiguous(), oo.contiguous(),
+            lse.contiguous(), 0.0, causal, scale=scale)
+        return dq[..., :d], dk[..., :d], dvv[..., :dv]
+    except (RuntimeError, NotImplementedError, TypeError):
+        return None
 
 
 def exact_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, scale: float | None = None,

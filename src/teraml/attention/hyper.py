@@ -42,8 +42,10 @@ from teraml.attention.lsh import BUCKET_ORDERS, default_projections, sort_lsh
 
 __all__ = ["hyper_attention", "HyperAttention"]
 
-# scores (fp32 elements) materialised at once in the unmasked kernel; larger problems are chunked
+# scores (fp32 elements) materialised at once in the unmasked kernel; larger problems are chunked.
+# On CPU a chunk that stays in cache is faster; on GPU larger chunks mean fewer kernel launches.
 _SCORE_BUDGET = 1 << 26
+_SCORE_BUDGET_CPU = 1 << 22
 
 
 # --------------------------------------------------------------------------------------------------
@@ -134,12 +136,72 @@ def _acc(x: torch.Tensor) -> torch.Tensor:
     return x if x.dtype == torch.float64 else x.float()
 
 
+def _flat_index(x_lead: tuple, shape: list, n: int, idx: torch.Tensor) -> torch.Tensor:
+    """Flat row indices into x.reshape(-1, e) for idx (broadcast to ``shape`` + (m,))."""
+    count = 1
+    for s_ in x_lead:
+        count *= s_
+    base = (torch.arange(count, device=idx.device) * n).view(*x_lead, 1) if x_lead else torch.zeros(1, dtype=torch.long, device=idx.device)
+    base = base.expand(*shape, 1)
+    return (base + idx.expand(*shape, idx.shape[-1])).reshape(-1)
+
+
 def _gather_rows(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-    """x (..., n, e) gathered along -2 by idx (..., m) (idx broadcast over x's leading dims)."""
+    """x (..., n, e) gathered along -2 by idx (..., m); x's leading dims broadcast without copies."""
     shape = list(torch.broadcast_shapes(x.shape[:-2], idx.shape[:-1]))
-    x = x.expand(*shape, *x.shape[-2:])
-    idx = idx.expand(*shape, idx.shape[-1])
-    return torch.gather(x, -2, idx.unsqueeze(-1).expand(*idx.shape, x.shape[-1]))
+    n, e = x.shape[-2:]
+    flat = _flat_index(tuple(x.shape[:-2]), shape, n, idx)
+    return x.reshape(-1, e).index_select(0, flat).view(*shape, idx.shape[-1], e)
+
+
+def _scatter_rows(x: torch.Tensor, perm: torch.Tensor) -> torch.Tensor:
+    """Inverse of ``_gather_rows(y, perm)`` for a permutation: out[..., perm[i], :] = x[..., i, :]."""
+    n, e = x.shape[-2:]
+    flat = _flat_index(tuple(x.shape[:-2]), list(x.shape[:-2]), n, perm)
+    return torch.empty_like(x).reshape(-1, e).index_copy(0, flat, x.reshape(-1, e)).view(x.shape)
+
+
+def _chunk_fast(qc, kc, vc, k_smp, v_smp, pad_last, log_w, own):
+    """Blocks + samples for a chunk of blocks without autograd: in-place softmax, no concatenation."""
+    s_blk = _acc(qc @ kc.transpose(-1, -2))                           # (.., c, bq, b); q already scaled
+    if pad_last:
+        s_blk[..., -1, :, s_blk.shape[-1] - pad_last:] = -math.inf
+    mx = s_blk.amax(-1, keepdim=True)
+    if k_smp is not None:
+        s_smp = _acc(qc @ k_smp.transpose(-1, -2)).add_(log_w)        # (.., c, bq, m)
+        if own is not None:
+            s_smp.masked_fill_(own, -math.inf)
+        mx = torch.maximum(mx, s_smp.amax(-1, keepdim=True))
+    den = s_blk.sub_(mx).exp_().sum(-1, keepdim=True)
+    o = s_blk.to(vc.dtype) @ vc
+    if k_smp is not None:
+        den += s_smp.sub_(mx).exp_().sum(-1, keepdim=True)
+        o = o + s_smp.to(vc.dtype) @ v_smp
+    o = (o / den.to(o.dtype)) if o.dtype == den.dtype else (o.float() / den).to(vc.dtype)
+    return o, (mx + torch.log(den)).squeeze(-1)
+
+
+def _chunk_grad(qc, kc, vc, k_smp, v_smp, pad_last, log_w, own):
+    """The same computation with out-of-place ops, so autograd sees every step."""
+    s_blk = _acc(qc @ kc.transpose(-1, -2))
+    if pad_last:
+        keep = torch.ones(s_blk.shape[-3:], dtype=torch.bool, device=s_blk.device)
+        keep[-1, :, s_blk.shape[-1] - pad_last:] = False
+        s_blk = s_blk.masked_fill(~keep, -math.inf)
+    if k_smp is not None:
+        s_smp = _acc(qc @ k_smp.transpose(-1, -2)) + log_w
+        if own is not None:
+            s_smp = s_smp.masked_fill(own, -math.inf)
+        s = torch.cat([s_blk, s_smp], dim=-1)
+    else:
+        s = s_blk
+    lse = torch.logsumexp(s, dim=-1)                                   # never -inf: each block has a real key
+    p = torch.exp(s - lse.unsqueeze(-1)).to(vc.dtype)
+    b = kc.shape[-2]
+    o = p[..., :b] @ vc
+    if k_smp is not None:
+        o = o + p[..., b:] @ v_smp
+    return o, lse
 
 
 def _unmasked(q, k, v, proj, scale, block_size, sample_size, bucket_order, generator,
@@ -160,7 +222,8 @@ def _unmasked(q, k, v, proj, scale, block_size, sample_size, bucket_order, gener
     b = min(block_size, n_k)
     nb = -(-n_k // b)
     bq = -(-n_q // nb)
-    qs = _gather_rows(q, perm_q)
+    grad = torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad)
+    qs = _gather_rows(q * scale, perm_q)               # the scale folded into q: n*d multiplies, not n*(b+m)
     ks = _gather_rows(k, perm_k)
     vs = _gather_rows(v, perm_k)
     pad_k, pad_q = nb * b - n_k, nb * bq - n_q
@@ -174,42 +237,38 @@ def _unmasked(q, k, v, proj, scale, block_size, sample_size, bucket_order, gener
     vb = vs.view(B, Hk, 1, nb, b, dv)
 
     m = sample_size
+    k_smp = v_smp = None
+    log_w = 0.0
     if m > 0:
         if sample_idx is None:
             sample_idx = torch.randint(0, n_k, (B, Hk, g, m), generator=generator, device=q.device)
-        k_smp = _gather_rows(ks, sample_idx)                        # (B,Hk,g,m,d)
+        k_smp = _gather_rows(ks, sample_idx).unsqueeze(3)           # (B,Hk,g,1,m,d)
         v_smp = _gather_rows(vs, sample_idx).unsqueeze(3)           # (B,Hk,g,1,m,dv)
         log_w = math.log(n_k / m)
         smp_block = torch.div(sample_idx, b, rounding_mode="floor")  # (B,Hk,g,m)
 
     # chunk the block axis so that at most _SCORE_BUDGET scores exist at once
     per_block = B * Hk * g * bq * (b + m)
-    step = max(1, min(nb, _SCORE_BUDGET // max(1, per_block)))
+    budget = _SCORE_BUDGET_CPU if q.device.type == "cpu" else _SCORE_BUDGET
+    step = max(1, min(nb, budget // max(1, per_block)))
+    chunk = _chunk_grad if grad else _chunk_fast
     outs, lses = [], []
     for t0 in range(0, nb, step):
         t1 = min(nb, t0 + step)
-        s_blk = _acc(qb[:, :, :, t0:t1] @ kb[:, :, :, t0:t1].transpose(-1, -2)) * scale  # (..,c,bq,b)
-        if pad_k and t1 == nb:
-            s_blk[..., -1, :, b - pad_k:] = -math.inf
-        if m > 0:
-            s_smp = _acc(qb[:, :, :, t0:t1] @ k_smp.unsqueeze(3).transpose(-1, -2)) * scale + log_w
-            if mask_samples:
-                own = smp_block.unsqueeze(-2) == torch.arange(t0, t1, device=q.device).view(-1, 1)  # (..,c,m)
-                s_smp = s_smp.masked_fill(own.unsqueeze(-2), -math.inf)
-            s = torch.cat([s_blk, s_smp], dim=-1)
-        else:
-            s = s_blk
-        lse = torch.logsumexp(s, dim=-1)                              # never -inf: each block has a real key
-        p = torch.exp(s - lse.unsqueeze(-1)).to(v.dtype)
-        o = p[..., :b] @ vb[:, :, :, t0:t1]
-        if m > 0:
-            o = o + p[..., b:] @ v_smp
+        own = None
+        if m > 0 and mask_samples:  # (B,Hk,g,c,1,m): broadcast over the rows of each block
+            own = (smp_block.unsqueeze(-2) == torch.arange(t0, t1, device=q.device).view(-1, 1)).unsqueeze(-2)
+        o, lse = chunk(qb[:, :, :, t0:t1], kb[:, :, :, t0:t1], vb[:, :, :, t0:t1], k_smp, v_smp,
+                       pad_k if t1 == nb else 0, log_w, own)
         outs.append(o)
         lses.append(lse)
-    o = torch.cat(outs, dim=3).reshape(B, Hk, g, nb * bq, dv)[..., :n_q, :]
-    lse = torch.cat(lses, dim=3).reshape(B, Hk, g, nb * bq)[..., :n_q]
-    inv = torch.argsort(perm_q, dim=-1)
-    return _gather_rows(o, inv), torch.gather(lse, -1, inv)
+    o = (torch.cat(outs, dim=3) if len(outs) > 1 else outs[0]).reshape(B, Hk, g, nb * bq, dv)
+    lse = (torch.cat(lses, dim=3) if len(lses) > 1 else lses[0]).reshape(B, Hk, g, nb * bq)
+    if pad_q:
+        o, lse = o[..., :n_q, :], lse[..., :n_q]
+    o = _scatter_rows(o.contiguous(), perm_q)
+    lse = _scatter_rows(lse.unsqueeze(-1).contiguous(), perm_q).squeeze(-1)
+    return o, lse
 
 
 def _exact_grouped(q, k, v, scale, causal):

@@ -465,13 +465,15 @@ def evaluate_nll(
     n_windows: int = 8,
     split: str = "validation",
     verbose: bool = False,
+    data: bytes | None = None,
 ) -> np.ndarray:
     """Per-position next-byte NLL (nats), shape ``(n_windows, context)``.
 
     Windows of ``context + 1`` bytes start at ``n_windows`` evenly spaced even offsets of
     ``stdlib_text(split)``; position ``t`` is the loss of predicting byte ``t + 1`` from bytes
     ``0..t``. The model runs in its current ``attn_implementation`` (so a method swapped in by
-    ``set_attn_implementation`` is what gets measured).
+    ``set_attn_implementation`` is what gets measured). ``data`` evaluates on other bytes instead
+    of ``stdlib_text(split)`` (e.g. the same validation bytes carried to another machine).
 
     >>> nll = evaluate_nll(model, context=1024, n_windows=2)           # doctest: +SKIP
     >>> nll.shape                                                      # doctest: +SKIP
@@ -488,8 +490,13 @@ def evaluate_nll(
     max_pos = getattr(getattr(model, "config", None), "max_position_embeddings", None)
     if max_pos is not None and context > max_pos:
         raise ValueError(f"context must be <= the model's max_position_embeddings ({max_pos}); got {context}")
-    data = np.frombuffer(stdlib_text(split), dtype=np.uint8)
+    if data is None:
+        data = stdlib_text(split)
+    elif not isinstance(data, (bytes, bytearray)):
+        raise TypeError(f"data must be bytes or None; got {type_name(data)}")
+    data = np.frombuffer(bytes(data), dtype=np.uint8)
     offsets = _eval_offsets(len(data), context, n_windows)
+    device = next(model.parameters()).device
     from tqdm.auto import tqdm
 
     was_training = model.training
@@ -498,10 +505,10 @@ def evaluate_nll(
     try:
         with torch.no_grad():
             for i, off in enumerate(tqdm(offsets, desc="evaluating", disable=not verbose, leave=False)):
-                window = _byte_windows(data, np.array([off]), context + 1)
+                window = _byte_windows(data, np.array([off]), context + 1).to(device)
                 logits = model(input_ids=window[:, :-1]).logits.float()
                 nll = torch.nn.functional.cross_entropy(logits[0], window[0, 1:], reduction="none")
-                out[i] = nll.double().numpy()
+                out[i] = nll.double().cpu().numpy()
     finally:
         model.train(was_training)
     return out

@@ -36,7 +36,7 @@ import numpy as np
 
 from teraml._validation import type_name
 
-__all__ = ["Report", "Section", "to_jsonable", "write_json", "write_bench", "format_value", "bench_parser"]
+__all__ = ["Report", "Section", "to_jsonable", "write_json", "write_bench", "format_value", "bench_parser", "section_from_demo"]
 
 
 def to_jsonable(obj: Any) -> Any:
@@ -257,6 +257,16 @@ def write_bench(
     rep.results = results
     html_path = rep.write(out / name)
     return json_path, html_path
+
+
+def section_from_demo(demo) -> Section:
+    """Render a :class:`teraml._demo.DemoSection` (text, tables, figures) as a report :class:`Section`."""
+    sec = Section(demo.title, demo.text)
+    for caption, headers, rows in demo.tables:
+        sec.table(caption, headers, rows)
+    for caption, fig in demo.figures:
+        sec.figure(caption, fig)
+    return sec
 
 
 def bench_parser(description: str):
