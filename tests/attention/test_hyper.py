@@ -416,3 +416,18 @@ def test_inference_fast_path_equals_autograd_path(causal):
         o1, l1 = hyper_attention(q, k, v, generator=gen(5), **kw)
     o2, l2 = hyper_attention(q.requires_grad_(), k, v, generator=gen(5), **kw)
     assert (o1 - o2).abs().max() < 1e-5 and (l1 - l2).abs().max() < 1e-5
+
+
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_fused_kernel_path_equals_matmul_path(causal, dtype, monkeypatch):
+    """Inference through torch's fused kernel (extra-dimension log-weights) equals the in-place matmul path."""
+    q, k, v = rnd(1, 4, 1100, 32, seed=1), rnd(1, 2, 1100, 32, seed=2), rnd(1, 2, 1100, 40, seed=3)
+    q, k, v = q.to(dtype), k.to(dtype), v.to(dtype)
+    kw = dict(is_causal=causal, enable_gqa=True, min_seq_len=200, block_size=64, sample_size=48, return_lse=True)
+    o1, l1 = hyper_attention(q, k, v, generator=gen(2), **kw)
+    monkeypatch.setattr(H, "_USE_FUSED", False)
+    o2, l2 = hyper_attention(q, k, v, generator=gen(2), **kw)
+    tol = 1e-5 if dtype == torch.float32 else 3e-2
+    assert (o1.float() - o2.float()).abs().max() < tol
+    assert (l1 - l2).abs().max() < (1e-5 if dtype == torch.float32 else 1e-2)

@@ -175,24 +175,27 @@ class _ExactAttention(torch.autograd.Function):
         dq = torch.zeros(q.shape, dtype=acc, device=q.device)
         dk = torch.zeros(k.shape, dtype=acc, device=q.device)
         dv = torch.zeros(v.shape, dtype=acc, device=q.device)
-        qa, ka, va = q.to(acc), k.to(acc), v.to(acc)
+        # matrix products in the input dtype on GPUs for 16-bit inputs (fp32 accumulation inside the
+        # tensor cores), everything elementwise in fp32
+        mm = q.dtype if (q.is_cuda and q.dtype in (torch.float16, torch.bfloat16)) else acc
+        qa, ka, va = q.to(mm), k.to(mm), v.to(mm)
         delta = (d_o.to(acc) * o.to(acc)).sum(-1) - d_lse.to(acc)
         lse_safe = torch.where(torch.isfinite(lse), lse, torch.zeros_like(lse)).to(acc)
         n_q = q.shape[-2]
         for start in range(0, n_q, _CHUNK):
             stop = min(start + _CHUNK, n_q)
             qc = qa[..., start:stop, :]
-            s = (qc @ ka.transpose(-1, -2)) * scale
+            s = (qc @ ka.transpose(-1, -2)).to(acc) * scale
             if causal:
                 s = s.masked_fill(_causal_mask(torch.arange(start, stop, device=q.device), k.shape[-2], q.device),
                                   -math.inf)
             p = torch.exp(s - lse_safe[..., start:stop, None])
-            doc = d_o[..., start:stop, :].to(acc)
-            dv += p.transpose(-1, -2) @ doc
-            dp = doc @ va.transpose(-1, -2)
-            ds = p * (dp - delta[..., start:stop, None]) * scale
-            dq[..., start:stop, :] = ds @ ka
-            dk += ds.transpose(-1, -2) @ qc
+            doc = d_o[..., start:stop, :].to(mm)
+            dv += (p.to(mm).transpose(-1, -2) @ doc).to(acc)
+            dp = (doc @ va.transpose(-1, -2)).to(acc)
+            ds = (p * (dp - delta[..., start:stop, None]) * scale).to(mm)
+            dq[..., start:stop, :] = (ds @ ka).to(acc)
+            dk += (ds.transpose(-1, -2) @ qc).to(acc)
         return dq.to(q.dtype), dk.to(k.dtype), dv.to(v.dtype), None, None
 
 

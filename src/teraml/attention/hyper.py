@@ -31,13 +31,14 @@ torch.Size([1, 2, 8192, 64])
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import torch
 import torch.nn.functional as F
 
 from teraml._validation import check_bool, check_choice, check_int, type_name
-from teraml.attention._merge import exact_attention, merge_attention
+from teraml.attention._merge import _fused_forward, exact_attention, merge_attention
 from teraml.attention.lsh import BUCKET_ORDERS, default_projections, sort_lsh
 
 __all__ = ["hyper_attention", "HyperAttention"]
@@ -46,6 +47,7 @@ __all__ = ["hyper_attention", "HyperAttention"]
 # On CPU a chunk that stays in cache is faster; on GPU larger chunks mean fewer kernel launches.
 _SCORE_BUDGET = 1 << 26
 _SCORE_BUDGET_CPU = 1 << 22
+_USE_FUSED = True  # inference through torch's fused attention kernels when they apply
 
 
 # --------------------------------------------------------------------------------------------------
@@ -181,6 +183,98 @@ def _chunk_fast(qc, kc, vc, k_smp, v_smp, pad_last, log_w, own):
     return o, (mx + torch.log(den)).squeeze(-1)
 
 
+_NEG = -30000.0  # "minus infinity" for masked keys inside a fused kernel (exp underflows to exactly 0)
+
+
+def _unmasked_fused(q, k, v, perm_q, perm_k, scale, b, m, sample_idx, mask_samples):
+    """Inference path of the unmasked kernel through torch's fused attention (no score matrix in memory).
+
+    Each block's key set is its b sorted keys followed by the m samples. Per-key log-weights (0 for
+    block keys, ln(n_k/m) for samples, "-inf" for pad keys and for samples inside the query's own
+    block) enter as extra head dimensions: q' = [q, 1, ...], k' = [k, w, ...], so q'.k' = q.k + w
+    (16-bit dtypes split w into w_hi + w_lo to keep it accurate). Rows are gathered chunk by chunk
+    straight from the inputs and outputs are scattered straight into the result, so memory stays
+    at inputs + output + one chunk. Returns None when no fused kernel applies.
+    """
+    *L, Hk, g, n_q, d = q.shape
+    n_k, dv = k.shape[-2], v.shape[-1]
+    dev, dt = q.device, q.dtype
+    n_lead = 1
+    for s_ in L:
+        n_lead *= s_
+    nb = -(-n_k // b)
+    bq = -(-n_q // nb)
+    pad_k, pad_q = nb * b - n_k, nb * bq - n_q
+    extra = 1 if dt == torch.float32 else 2
+    width = -(-max(d + extra, dv) // 8) * 8
+    qf, kf, vf = q.reshape(-1, d), k.reshape(-1, d), v.reshape(-1, dv)   # copies only for strided views
+    if pad_q:
+        perm_q = F.pad(perm_q, (0, pad_q))      # pad rows read row 0; their outputs are dropped
+    if pad_k:
+        perm_k = F.pad(perm_k, (0, pad_k))      # pad keys read row 0 and get weight 0 below
+    fq = _flat_index(tuple(perm_q.shape[:-1]), list(perm_q.shape[:-1]), n_q, perm_q)
+    fq = fq.view(*L, Hk, g, nb, bq)
+    fk = _flat_index(tuple(perm_k.shape[:-1]), list(perm_k.shape[:-1]), n_k, perm_k).view(*L, Hk, 1, nb, b)
+    if m > 0:
+        orig = torch.gather(perm_k[..., :n_k].expand(*L, Hk, g, n_k), -1, sample_idx)
+        fs = _flat_index((*L, Hk, 1), [*L, Hk, g], n_k, orig)                    # (*L*Hk*g*m,)
+        fs = fs.view(*L, Hk, g, 1, m)
+        smp_block = torch.div(sample_idx, b, rounding_mode="floor")             # (*L,Hk,g,m)
+        log_w = math.log(n_k / m)
+    out = torch.empty(n_lead * Hk * g * n_q, dv, dtype=dt, device=dev)
+    lse_out = torch.empty(n_lead * Hk * g * n_q, dtype=torch.float32, device=dev)
+    n_keys = b + m
+    per_block = n_lead * Hk * g * (bq + 2 * n_keys) * width
+    budget = _SCORE_BUDGET_CPU if dev.type == "cpu" else _SCORE_BUDGET
+    step = max(1, min(nb, budget // max(1, per_block)))
+    for t0 in range(0, nb, step):
+        t1 = min(nb, t0 + step)
+        c = t1 - t0
+        rows = n_lead * Hk * g * c
+        qi = fq[..., t0:t1, :]                                                    # (*L,Hk,g,c,bq)
+        ki = fk[..., t0:t1, :].expand(*L, Hk, g, c, b)
+        if m > 0:
+            ki = torch.cat([ki, fs.expand(*L, Hk, g, c, m)], dim=-1)             # (*L,Hk,g,c,b+m)
+        q2 = q.new_zeros(rows, 1, bq, width)
+        q2[..., :d] = qf.index_select(0, qi.reshape(-1)).view(rows, 1, bq, d)
+        q2[..., :d] *= scale
+        k2 = q.new_zeros(rows, 1, n_keys, width)
+        k2[..., :d] = kf.index_select(0, ki.reshape(-1)).view(rows, 1, n_keys, d)
+        v2 = q.new_zeros(rows, 1, n_keys, width)
+        v2[..., :dv] = vf.index_select(0, ki.reshape(-1)).view(rows, 1, n_keys, dv)
+        bias = torch.zeros(*L, Hk, g, c, n_keys, dtype=torch.float32, device=dev)
+        if pad_k and t1 == nb:
+            bias[..., -1, b - pad_k:b] = _NEG
+        if m > 0:
+            smp_bias = torch.full((m,), log_w, dtype=torch.float32, device=dev).expand(*L, Hk, g, c, m)
+            if mask_samples:
+                own = smp_block.unsqueeze(-2) == torch.arange(t0, t1, device=dev).view(-1, 1)   # (*L,Hk,g,c,m)
+                smp_bias = torch.where(own, _NEG, smp_bias)
+            bias[..., b:] = smp_bias
+        bias = bias.view(rows, 1, n_keys)
+        q2[..., d:d + extra] = 1
+        if extra == 1:
+            k2[..., d] = bias
+        else:
+            hi = bias.to(dt)
+            k2[..., d] = hi
+            k2[..., d + 1] = (bias - hi.float()).to(dt)
+        res = _fused_forward(q2, k2, v2, 1.0, False)
+        if res is None:
+            return None
+        o, lse = res
+        o = o[..., :dv].reshape(n_lead * Hk * g, c * bq, dv)
+        lse = lse.reshape(n_lead * Hk * g, c * bq)
+        qi = qi.reshape(n_lead * Hk * g, c * bq)
+        valid = min(c * bq, n_q - t0 * bq)
+        if valid < c * bq:
+            o, lse, qi = o[:, :valid], lse[:, :valid], qi[:, :valid]
+        idx = qi.reshape(-1)
+        out.index_copy_(0, idx, o.reshape(-1, dv).to(dt))
+        lse_out.index_copy_(0, idx, lse.reshape(-1).float())
+    return out.view(*L, Hk, g, n_q, dv), lse_out.view(*L, Hk, g, n_q)
+
+
 def _chunk_grad(qc, kc, vc, k_smp, v_smp, pad_last, log_w, own):
     """The same computation with out-of-place ops, so autograd sees every step."""
     s_blk = _acc(qc @ kc.transpose(-1, -2))
@@ -206,13 +300,17 @@ def _chunk_grad(qc, kc, vc, k_smp, v_smp, pad_last, log_w, own):
 
 def _unmasked(q, k, v, proj, scale, block_size, sample_size, bucket_order, generator,
               mask_samples=True, sample_idx=None, random_blocks=False):
-    """Unmasked HyperAttention on the grouped layout; returns (o (B,Hk,g,nq,dv), lse fp32 (B,Hk,g,nq)).
+    """Unmasked HyperAttention on the grouped layout; returns (o (*L,Hk,g,nq,dv), lse fp32 (*L,Hk,g,nq)).
 
-    ``sample_idx`` (B,Hk,g,m) fixes the samples (positions in sorted key order); ``random_blocks``
+    q is (*L, Hk, g, nq, d) and k, v are (*L, Hk, 1, nk, e) for any leading batch dims L (views are
+    fine). ``sample_idx`` (*L,Hk,g,m) fixes the samples (positions in sorted key order); ``random_blocks``
     replaces the LSH sort by random permutations (a baseline for benchmarks).
     """
-    B, Hk, g, n_q, d = q.shape
+    *L, Hk, g, n_q, d = q.shape
     n_k, dv = k.shape[-2], v.shape[-1]
+    n_lead = 1
+    for s_ in L:
+        n_lead *= s_
     if random_blocks:
         perm_q = torch.argsort(torch.rand(q.shape[:-1], generator=generator, device=q.device), dim=-1)
         perm_k = torch.argsort(torch.rand(k.shape[:-1], generator=generator, device=q.device), dim=-1)
@@ -223,6 +321,12 @@ def _unmasked(q, k, v, proj, scale, block_size, sample_size, bucket_order, gener
     nb = -(-n_k // b)
     bq = -(-n_q // nb)
     grad = torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad)
+    if not grad and _USE_FUSED and q.dtype != torch.float64:
+        if sample_size > 0 and sample_idx is None:
+            sample_idx = torch.randint(0, n_k, (*L, Hk, g, sample_size), generator=generator, device=q.device)
+        res = _unmasked_fused(q, k, v, perm_q, perm_k, scale, b, sample_size, sample_idx, mask_samples)
+        if res is not None:
+            return res
     qs = _gather_rows(q * scale, perm_q)               # the scale folded into q: n*d multiplies, not n*(b+m)
     ks = _gather_rows(k, perm_k)
     vs = _gather_rows(v, perm_k)
@@ -232,23 +336,23 @@ def _unmasked(q, k, v, proj, scale, block_size, sample_size, bucket_order, gener
         vs = F.pad(vs, (0, 0, 0, pad_k))
     if pad_q:
         qs = F.pad(qs, (0, 0, 0, pad_q))
-    qb = qs.view(B, Hk, g, nb, bq, d)
-    kb = ks.view(B, Hk, 1, nb, b, d)
-    vb = vs.view(B, Hk, 1, nb, b, dv)
+    qb = qs.view(*L, Hk, g, nb, bq, d)
+    kb = ks.view(*L, Hk, 1, nb, b, d)
+    vb = vs.view(*L, Hk, 1, nb, b, dv)
 
     m = sample_size
     k_smp = v_smp = None
     log_w = 0.0
     if m > 0:
         if sample_idx is None:
-            sample_idx = torch.randint(0, n_k, (B, Hk, g, m), generator=generator, device=q.device)
-        k_smp = _gather_rows(ks, sample_idx).unsqueeze(3)           # (B,Hk,g,1,m,d)
-        v_smp = _gather_rows(vs, sample_idx).unsqueeze(3)           # (B,Hk,g,1,m,dv)
+            sample_idx = torch.randint(0, n_k, (*L, Hk, g, m), generator=generator, device=q.device)
+        k_smp = _gather_rows(ks, sample_idx).unsqueeze(-3)          # (*L,Hk,g,1,m,d)
+        v_smp = _gather_rows(vs, sample_idx).unsqueeze(-3)          # (*L,Hk,g,1,m,dv)
         log_w = math.log(n_k / m)
-        smp_block = torch.div(sample_idx, b, rounding_mode="floor")  # (B,Hk,g,m)
+        smp_block = torch.div(sample_idx, b, rounding_mode="floor")  # (*L,Hk,g,m)
 
     # chunk the block axis so that at most _SCORE_BUDGET scores exist at once
-    per_block = B * Hk * g * bq * (b + m)
+    per_block = n_lead * Hk * g * bq * (b + m)
     budget = _SCORE_BUDGET_CPU if q.device.type == "cpu" else _SCORE_BUDGET
     step = max(1, min(nb, budget // max(1, per_block)))
     chunk = _chunk_grad if grad else _chunk_fast
@@ -256,14 +360,14 @@ def _unmasked(q, k, v, proj, scale, block_size, sample_size, bucket_order, gener
     for t0 in range(0, nb, step):
         t1 = min(nb, t0 + step)
         own = None
-        if m > 0 and mask_samples:  # (B,Hk,g,c,1,m): broadcast over the rows of each block
+        if m > 0 and mask_samples:  # (*L,Hk,g,c,1,m): broadcast over the rows of each block
             own = (smp_block.unsqueeze(-2) == torch.arange(t0, t1, device=q.device).view(-1, 1)).unsqueeze(-2)
-        o, lse = chunk(qb[:, :, :, t0:t1], kb[:, :, :, t0:t1], vb[:, :, :, t0:t1], k_smp, v_smp,
+        o, lse = chunk(qb[..., t0:t1, :, :], kb[..., t0:t1, :, :], vb[..., t0:t1, :, :], k_smp, v_smp,
                        pad_k if t1 == nb else 0, log_w, own)
         outs.append(o)
         lses.append(lse)
-    o = (torch.cat(outs, dim=3) if len(outs) > 1 else outs[0]).reshape(B, Hk, g, nb * bq, dv)
-    lse = (torch.cat(lses, dim=3) if len(lses) > 1 else lses[0]).reshape(B, Hk, g, nb * bq)
+    o = (torch.cat(outs, dim=-3) if len(outs) > 1 else outs[0]).reshape(*L, Hk, g, nb * bq, dv)
+    lse = (torch.cat(lses, dim=-2) if len(lses) > 1 else lses[0]).reshape(*L, Hk, g, nb * bq)
     if pad_q:
         o, lse = o[..., :n_q, :], lse[..., :n_q]
     o = _scatter_rows(o.contiguous(), perm_q)
@@ -271,48 +375,85 @@ def _unmasked(q, k, v, proj, scale, block_size, sample_size, bucket_order, gener
     return o, lse
 
 
+def _lead_chunks(lead: tuple, max_rows: int):
+    """Index tuples over the leading dims ``lead`` so that each chunk covers at most ``max_rows`` of them."""
+    j, count = 0, 1
+    total = 1
+    for s_ in lead:
+        total *= s_
+    while j < len(lead) and total // count > max_rows:
+        count *= lead[j]
+        j += 1
+    return itertools.product(*[range(s_) for s_ in lead[:j]])
+
+
 def _exact_grouped(q, k, v, scale, causal):
-    """Exact (o, lse) on the grouped layout."""
-    B, Hk, g, n_q, d = q.shape
-    if not causal:
-        # every query row of a group attends to the same keys: fold the group into the query axis
-        o, lse = exact_attention(q.reshape(B, Hk, g * n_q, d), k.squeeze(2), v.squeeze(2), scale=scale)
-        return o.reshape(B, Hk, g, n_q, -1), lse.reshape(B, Hk, g, n_q)
-    n_k = k.shape[-2]
-    ke = k.expand(B, Hk, g, n_k, d).reshape(B, Hk * g, n_k, d)
-    ve = v.expand(B, Hk, g, n_k, v.shape[-1]).reshape(B, Hk * g, n_k, v.shape[-1])
-    o, lse = exact_attention(q.reshape(B, Hk * g, n_q, d), ke, ve, scale=scale, causal=True)
-    return o.reshape(B, Hk, g, n_q, -1), lse.reshape(B, Hk, g, n_q)
+    """Exact (o, lse) on the grouped layout (*L, Hk, g, n, e); leading dims are processed in chunks so that
+    the contiguous copies the fused kernels need stay a fraction of the input."""
+    *L, Hk, g, n_q, d = q.shape
+    n_k, dv = k.shape[-2], v.shape[-1]
+    lead = tuple(L)
+    n_lead = 1
+    for s_ in lead:
+        n_lead *= s_
+
+    def one(qc, kc, vc):
+        lc = qc.shape[:-4]
+        B = 1
+        for s_ in lc:
+            B *= s_
+        if not causal:  # every query row of a group sees the same keys: fold the group into the rows
+            o, lse = exact_attention(qc.reshape(B, Hk, g * n_q, d), kc.reshape(B, Hk, n_k, d),
+                                     vc.reshape(B, Hk, n_k, dv), scale=scale)
+        else:
+            ke = kc.expand(*lc, Hk, g, n_k, d).reshape(B, Hk * g, n_k, d)
+            ve = vc.expand(*lc, Hk, g, n_k, dv).reshape(B, Hk * g, n_k, dv)
+            o, lse = exact_attention(qc.reshape(B, Hk * g, n_q, d), ke, ve, scale=scale, causal=True)
+        return o.reshape(*lc, Hk, g, n_q, dv), lse.reshape(*lc, Hk, g, n_q)
+
+    chunks = list(_lead_chunks(lead, max(1, n_lead // 8)))
+    if len(chunks) <= 1:
+        return one(q, k, v)
+    o = q.new_empty(*lead, Hk, g, n_q, dv)
+    lse = torch.empty(*lead, Hk, g, n_q, dtype=torch.float64 if q.dtype == torch.float64 else torch.float32,
+                      device=q.device)
+    for idx in chunks:
+        oc, lc_ = one(q[idx], k[idx], v[idx])
+        o[idx] = oc
+        lse[idx] = lc_
+    return o, lse
 
 
 def _causal(q, k, v, proj, scale, block_size, sample_size, min_seq_len, bucket_order, generator,
             mask_samples=True, random_blocks=False):
-    """Causal HyperAttention by recursion on halves; returns (o, lse) on the grouped layout."""
+    """Causal HyperAttention by recursion on halves; (o, lse) on the grouped layout (*L, Hk, g, n, e).
+
+    The two diagonal halves become a new leading axis (a view, no copy), so the recursion keeps the
+    query-head -> key-head map and draws samples in (batch, half, key head, group) order: GQA equals
+    repeat_interleave'd keys exactly.
+    """
     n = q.shape[-2]
     if n <= min_seq_len:
         return _exact_grouped(q, k, v, scale, True)
     pad = n % 2
     if pad:  # one pad row at the end: causality keeps it away from the real rows
         q, k, v = (F.pad(t, (0, 0, 0, 1)) for t in (q, k, v))
-    B, Hk, g, n2, d = q.shape
-    dv = v.shape[-1]
+    *L, Hk, g, n2, d = q.shape
     h = n2 // 2
+    nl = len(L)
 
-    def fold(x):  # (B, Hk, G, 2h, e) -> (2B, Hk, G, h, e): the halves become batch rows (b, half)
-        G, e = x.shape[2], x.shape[-1]
-        return x.reshape(B, Hk, G, 2, h, e).permute(0, 3, 1, 2, 4, 5).reshape(2 * B, Hk, G, h, e)
+    def fold(x):  # (*L, Hk, G, 2h, e) -> (*L, 2, Hk, G, h, e), a view
+        return x.unflatten(-2, (2, h)).movedim(-3, nl)
 
-    # Folding into the batch axis (not the head axis) keeps the query-head -> key-head map intact and
-    # draws samples in (batch, query head) order, so GQA equals repeat_interleave'd keys exactly.
     o_d, lse_d = _causal(fold(q), fold(k), fold(v), proj, scale, block_size, sample_size, min_seq_len,
                          bucket_order, generator, mask_samples, random_blocks)
-    o_d = o_d.reshape(B, 2, Hk, g, h, dv).permute(0, 2, 3, 1, 4, 5).reshape(B, Hk, g, n2, dv)
-    lse_d = lse_d.reshape(B, 2, Hk, g, h).permute(0, 2, 3, 1, 4).reshape(B, Hk, g, n2)
     o_u, lse_u = _unmasked(q[..., h:, :], k[..., :h, :], v[..., :h, :], proj, scale, block_size, sample_size,
                            bucket_order, generator, mask_samples, random_blocks=random_blocks)
-    o_m, lse_m = merge_attention(o_d[..., h:, :], lse_d[..., h:], o_u, lse_u)
-    o = torch.cat([o_d[..., :h, :], o_m], dim=-2)
-    lse = torch.cat([lse_d[..., :h], lse_m], dim=-1)
+    o_d = o_d.movedim(nl, -3)        # (*L, Hk, g, 2, h, dv) view
+    lse_d = lse_d.movedim(nl, -2)    # (*L, Hk, g, 2, h)
+    o_m, lse_m = merge_attention(o_d[..., 1, :, :], lse_d[..., 1, :], o_u, lse_u)
+    o = torch.cat([o_d[..., 0, :, :], o_m], dim=-2)
+    lse = torch.cat([lse_d[..., 0, :], lse_m], dim=-1)
     if pad:
         o, lse = o[..., :n, :], lse[..., :n]
     return o, lse
