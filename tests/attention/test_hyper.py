@@ -431,3 +431,13 @@ def test_fused_kernel_path_equals_matmul_path(causal, dtype, monkeypatch):
     tol = 1e-5 if dtype == torch.float32 else 3e-2
     assert (o1.float() - o2.float()).abs().max() < tol
     assert (l1 - l2).abs().max() < (1e-5 if dtype == torch.float32 else 1e-2)
+
+
+@pytest.mark.parametrize("n", [2048, 1536, 1001])
+def test_unrolled_causal_levels_equal_the_recursion(n, monkeypatch):
+    q, k, v = rnd(2, 4, n, 32, seed=1), rnd(2, 2, n, 32, seed=2), rnd(2, 2, n, 24, seed=3)
+    kw = dict(is_causal=True, enable_gqa=True, min_seq_len=256, block_size=64, sample_size=32, return_lse=True)
+    o1, l1 = hyper_attention(q, k, v, generator=gen(4), **kw)
+    monkeypatch.setattr(H, "_USE_LEVELS", False)
+    o2, l2 = hyper_attention(q, k, v, generator=gen(4), **kw)
+    assert (o1 - o2).abs().max() < 1e-5 and (l1 - l2).abs().max() < 1e-5

@@ -47,7 +47,9 @@ __all__ = ["hyper_attention", "HyperAttention"]
 # On CPU a chunk that stays in cache is faster; on GPU larger chunks mean fewer kernel launches.
 _SCORE_BUDGET = 1 << 26
 _SCORE_BUDGET_CPU = 1 << 22
+_FUSED_BUDGET = 1 << 27  # elements of the gathered q', k', v' of one chunk on GPU
 _USE_FUSED = True  # inference through torch's fused attention kernels when they apply
+_USE_LEVELS = True  # inference: the causal recursion unrolled into in-place levels when n = leaf * 2^k
 
 
 # --------------------------------------------------------------------------------------------------
@@ -207,7 +209,16 @@ def _unmasked_fused(q, k, v, perm_q, perm_k, scale, b, m, sample_idx, mask_sampl
     pad_k, pad_q = nb * b - n_k, nb * bq - n_q
     extra = 1 if dt == torch.float32 else 2
     width = -(-max(d + extra, dv) // 8) * 8
-    qf, kf, vf = q.reshape(-1, d), k.reshape(-1, d), v.reshape(-1, dv)   # copies only for strided views
+    # padded row sources, built once: q' = [q * scale, 1 (x extra), 0...], k' = [k, 0...], v' = [v, 0...];
+    # each chunk then gathers its rows with one index_select and writes only the bias columns
+    qf = torch.zeros(n_lead * Hk * g * n_q, width, dtype=dt, device=dev)
+    qf[:, :d] = q.reshape(-1, d)
+    qf[:, :d] *= scale
+    qf[:, d:d + extra] = 1
+    kf = torch.zeros(n_lead * Hk * n_k, width, dtype=dt, device=dev)
+    kf[:, :d] = k.reshape(-1, d)
+    vf = torch.zeros(n_lead * Hk * n_k, width, dtype=dt, device=dev)
+    vf[:, :dv] = v.reshape(-1, dv)
     if pad_q:
         perm_q = F.pad(perm_q, (0, pad_q))      # pad rows read row 0; their outputs are dropped
     if pad_k:
@@ -225,7 +236,7 @@ def _unmasked_fused(q, k, v, perm_q, perm_k, scale, b, m, sample_idx, mask_sampl
     lse_out = torch.empty(n_lead * Hk * g * n_q, dtype=torch.float32, device=dev)
     n_keys = b + m
     per_block = n_lead * Hk * g * (bq + 2 * n_keys) * width
-    budget = _SCORE_BUDGET_CPU if dev.type == "cpu" else _SCORE_BUDGET
+    budget = _SCORE_BUDGET_CPU if dev.type == "cpu" else _FUSED_BUDGET
     step = max(1, min(nb, budget // max(1, per_block)))
     for t0 in range(0, nb, step):
         t1 = min(nb, t0 + step)
@@ -235,13 +246,9 @@ def _unmasked_fused(q, k, v, perm_q, perm_k, scale, b, m, sample_idx, mask_sampl
         ki = fk[..., t0:t1, :].expand(*L, Hk, g, c, b)
         if m > 0:
             ki = torch.cat([ki, fs.expand(*L, Hk, g, c, m)], dim=-1)             # (*L,Hk,g,c,b+m)
-        q2 = q.new_zeros(rows, 1, bq, width)
-        q2[..., :d] = qf.index_select(0, qi.reshape(-1)).view(rows, 1, bq, d)
-        q2[..., :d] *= scale
-        k2 = q.new_zeros(rows, 1, n_keys, width)
-        k2[..., :d] = kf.index_select(0, ki.reshape(-1)).view(rows, 1, n_keys, d)
-        v2 = q.new_zeros(rows, 1, n_keys, width)
-        v2[..., :dv] = vf.index_select(0, ki.reshape(-1)).view(rows, 1, n_keys, dv)
+        q2 = qf.index_select(0, qi.reshape(-1)).view(rows, 1, bq, width)
+        k2 = kf.index_select(0, ki.reshape(-1)).view(rows, 1, n_keys, width)
+        v2 = vf.index_select(0, ki.reshape(-1)).view(rows, 1, n_keys, width)
         bias = torch.zeros(*L, Hk, g, c, n_keys, dtype=torch.float32, device=dev)
         if pad_k and t1 == nb:
             bias[..., -1, b - pad_k:b] = _NEG
@@ -252,7 +259,6 @@ def _unmasked_fused(q, k, v, perm_q, perm_k, scale, b, m, sample_idx, mask_sampl
                 smp_bias = torch.where(own, _NEG, smp_bias)
             bias[..., b:] = smp_bias
         bias = bias.view(rows, 1, n_keys)
-        q2[..., d:d + extra] = 1
         if extra == 1:
             k2[..., d] = bias
         else:
@@ -424,6 +430,56 @@ def _exact_grouped(q, k, v, scale, causal):
     return o, lse
 
 
+def _merge_into(o, lse, o2, lse2) -> None:
+    """In-place merge of (o2, lse2) into the views (o, lse) (inference only; weights in fp32)."""
+    new = torch.logaddexp(lse, lse2)
+    w1 = torch.exp(lse - new).unsqueeze(-1)
+    w2 = torch.exp(lse2 - new).unsqueeze(-1)
+    o.mul_(w1).addcmul_(o2, w2)
+    lse.copy_(new)
+
+
+def _causal_levels(q, k, v, proj, scale, block_size, sample_size, min_seq_len, bucket_order, generator,
+                   mask_samples=True, random_blocks=False):
+    """The causal recursion unrolled into levels, for inference when n = leaf * 2^levels.
+
+    Same work split, same sample draws in the same order as :func:`_causal`, but every sub-problem
+    is a strided view of the inputs (no folding copies) and each level merges in place into one
+    output buffer. Returns None when n is not of that form.
+    """
+    *L0, Hk, g, n, d = q.shape
+    dv = v.shape[-1]
+    leaf, levels = n, 0
+    while leaf > min_seq_len:
+        if leaf % 2:
+            return None
+        leaf //= 2
+        levels += 1
+    nl = n // leaf
+    p = len(L0)
+
+    def split(x, parts):  # (*L0, Hk, G, n, e) -> (*L0, parts, Hk, G, n / parts, e), a view
+        return x.unflatten(-2, (parts, x.shape[-2] // parts)).movedim(-3, p)
+
+    o_leaf, lse_leaf = _exact_grouped(split(q, nl), split(k, nl), split(v, nl), scale, True)
+    o = q.new_empty(*L0, Hk, g, n, dv)
+    lse = torch.empty(*L0, Hk, g, n, dtype=lse_leaf.dtype, device=q.device)
+    split(o, nl).copy_(o_leaf)
+    split(lse.unsqueeze(-1), nl).squeeze(-1).copy_(lse_leaf)
+    del o_leaf, lse_leaf
+    for lvl in range(1, levels + 1):
+        parts = n // (leaf << lvl)
+
+        def halves(x):  # (*L0, parts, Hk, G, 2, h, e)
+            return split(x, parts).unflatten(-2, (2, x.shape[-2] // parts // 2))
+
+        qh, kh, vh = halves(q)[..., 1, :, :], halves(k)[..., 0, :, :], halves(v)[..., 0, :, :]
+        o_u, lse_u = _unmasked(qh, kh, vh, proj, scale, block_size, sample_size, bucket_order, generator,
+                               mask_samples, random_blocks=random_blocks)
+        _merge_into(halves(o)[..., 1, :, :], halves(lse.unsqueeze(-1))[..., 1, :, 0], o_u, lse_u)
+    return o, lse
+
+
 def _causal(q, k, v, proj, scale, block_size, sample_size, min_seq_len, bucket_order, generator,
             mask_samples=True, random_blocks=False):
     """Causal HyperAttention by recursion on halves; (o, lse) on the grouped layout (*L, Hk, g, n, e).
@@ -435,6 +491,12 @@ def _causal(q, k, v, proj, scale, block_size, sample_size, min_seq_len, bucket_o
     n = q.shape[-2]
     if n <= min_seq_len:
         return _exact_grouped(q, k, v, scale, True)
+    grad = torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad)
+    if not grad and _USE_LEVELS:
+        res = _causal_levels(q, k, v, proj, scale, block_size, sample_size, min_seq_len, bucket_order, generator,
+                             mask_samples, random_blocks)
+        if res is not None:
+            return res
     pad = n % 2
     if pad:  # one pad row at the end: causality keeps it away from the real rows
         q, k, v = (F.pad(t, (0, 0, 0, 1)) for t in (q, k, v))
