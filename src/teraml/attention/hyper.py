@@ -209,16 +209,12 @@ def _unmasked_fused(q, k, v, perm_q, perm_k, scale, b, m, sample_idx, mask_sampl
     pad_k, pad_q = nb * b - n_k, nb * bq - n_q
     extra = 1 if dt == torch.float32 else 2
     width = -(-max(d + extra, dv) // 8) * 8
-    # padded row sources, built once: q' = [q * scale, 1 (x extra), 0...], k' = [k, 0...], v' = [v, 0...];
-    # each chunk then gathers its rows with one index_select and writes only the bias columns
-    qf = torch.zeros(n_lead * Hk * g * n_q, width, dtype=dt, device=dev)
-    qf[:, :d] = q.reshape(-1, d)
-    qf[:, :d] *= scale
-    qf[:, d:d + extra] = 1
-    kf = torch.zeros(n_lead * Hk * n_k, width, dtype=dt, device=dev)
+    # padded key/value sources, built once per call: k' = [k, 0...], v' = [v, 0...]
+    kf = k.new_zeros(n_lead * Hk * n_k, width)
     kf[:, :d] = k.reshape(-1, d)
-    vf = torch.zeros(n_lead * Hk * n_k, width, dtype=dt, device=dev)
+    vf = v.new_zeros(n_lead * Hk * n_k, width)
     vf[:, :dv] = v.reshape(-1, dv)
+    qsrc = q.reshape(-1, d)                     # a copy only for strided views
     if pad_q:
         perm_q = F.pad(perm_q, (0, pad_q))      # pad rows read row 0; their outputs are dropped
     if pad_k:
@@ -226,12 +222,23 @@ def _unmasked_fused(q, k, v, perm_q, perm_k, scale, b, m, sample_idx, mask_sampl
     fq = _flat_index(tuple(perm_q.shape[:-1]), list(perm_q.shape[:-1]), n_q, perm_q)
     fq = fq.view(*L, Hk, g, nb, bq)
     fk = _flat_index(tuple(perm_k.shape[:-1]), list(perm_k.shape[:-1]), n_k, perm_k).view(*L, Hk, 1, nb, b)
+
+    def weight_cols(w):  # a float log-weight as the value(s) of the extra key column(s)
+        if extra == 1:
+            return (w,)
+        hi = float(torch.tensor(w, dtype=dt).float())
+        return hi, w - hi
+
     if m > 0:
         orig = torch.gather(perm_k[..., :n_k].expand(*L, Hk, g, n_k), -1, sample_idx)
-        fs = _flat_index((*L, Hk, 1), [*L, Hk, g], n_k, orig)                    # (*L*Hk*g*m,)
-        fs = fs.view(*L, Hk, g, 1, m)
-        smp_block = torch.div(sample_idx, b, rounding_mode="floor")             # (*L,Hk,g,m)
+        fs = _flat_index((*L, Hk, 1), [*L, Hk, g], n_k, orig)
+        # the samples of each (batch, query head), gathered once and broadcast to every block
+        smp_k = kf.index_select(0, fs).view(*L, Hk, g, 1, m, width)
+        smp_v = vf.index_select(0, fs).view(*L, Hk, g, 1, m, width)
         log_w = math.log(n_k / m)
+        for j, w in enumerate(weight_cols(log_w)):
+            smp_k[..., d + j] = w
+        smp_block = torch.div(sample_idx, b, rounding_mode="floor")             # (*L,Hk,g,m)
     out = torch.empty(n_lead * Hk * g * n_q, dv, dtype=dt, device=dev)
     lse_out = torch.empty(n_lead * Hk * g * n_q, dtype=torch.float32, device=dev)
     n_keys = b + m
@@ -243,28 +250,26 @@ def _unmasked_fused(q, k, v, perm_q, perm_k, scale, b, m, sample_idx, mask_sampl
         c = t1 - t0
         rows = n_lead * Hk * g * c
         qi = fq[..., t0:t1, :]                                                    # (*L,Hk,g,c,bq)
-        ki = fk[..., t0:t1, :].expand(*L, Hk, g, c, b)
+        q2 = q.new_zeros(rows, 1, bq, width)
+        q2[..., :d] = qsrc.index_select(0, qi.reshape(-1)).view(rows, 1, bq, d)
+        q2[..., :d] *= scale
+        q2[..., d:d + extra] = 1
+        k2 = q.new_empty(*L, Hk, g, c, n_keys, width)
+        v2 = q.new_empty(*L, Hk, g, c, n_keys, width)
+        blk = fk[..., t0:t1, :].reshape(-1)
+        k2[..., :b, :] = kf.index_select(0, blk).view(*L, Hk, 1, c, b, width)    # shared by the group
+        v2[..., :b, :] = vf.index_select(0, blk).view(*L, Hk, 1, c, b, width)
         if m > 0:
-            ki = torch.cat([ki, fs.expand(*L, Hk, g, c, m)], dim=-1)             # (*L,Hk,g,c,b+m)
-        q2 = qf.index_select(0, qi.reshape(-1)).view(rows, 1, bq, width)
-        k2 = kf.index_select(0, ki.reshape(-1)).view(rows, 1, n_keys, width)
-        v2 = vf.index_select(0, ki.reshape(-1)).view(rows, 1, n_keys, width)
-        bias = torch.zeros(*L, Hk, g, c, n_keys, dtype=torch.float32, device=dev)
-        if pad_k and t1 == nb:
-            bias[..., -1, b - pad_k:b] = _NEG
-        if m > 0:
-            smp_bias = torch.full((m,), log_w, dtype=torch.float32, device=dev).expand(*L, Hk, g, c, m)
+            k2[..., b:, :] = smp_k
+            v2[..., b:, :] = smp_v
             if mask_samples:
                 own = smp_block.unsqueeze(-2) == torch.arange(t0, t1, device=dev).view(-1, 1)   # (*L,Hk,g,c,m)
-                smp_bias = torch.where(own, _NEG, smp_bias)
-            bias[..., b:] = smp_bias
-        bias = bias.view(rows, 1, n_keys)
-        if extra == 1:
-            k2[..., d] = bias
-        else:
-            hi = bias.to(dt)
-            k2[..., d] = hi
-            k2[..., d + 1] = (bias - hi.float()).to(dt)
+                for j, w in enumerate(weight_cols(log_w)):
+                    k2[..., b:, d + j] = torch.where(own, _NEG if j == 0 else 0.0, w)
+        if pad_k and t1 == nb:
+            k2[..., -1, b - pad_k:b, d] = _NEG
+        k2 = k2.view(rows, 1, n_keys, width)
+        v2 = v2.view(rows, 1, n_keys, width)
         res = _fused_forward(q2, k2, v2, 1.0, False)
         if res is None:
             return None
