@@ -223,12 +223,14 @@ def _unmasked_fused(q, k, v, perm_q, perm_k, scale, b, m, sample_idx, mask_sampl
     fq = fq.view(*L, Hk, g, nb, bq)
     fk = _flat_index(tuple(perm_k.shape[:-1]), list(perm_k.shape[:-1]), n_k, perm_k).view(*L, Hk, 1, nb, b)
 
-    def weight_cols(w):  # a float log-weight as the value(s) of the extra key column(s)
+    def weight_cols(w):  # a log-weight w as the extra key column(s): the kernel multiplies them by scale
+        w = w / scale
         if extra == 1:
             return (w,)
         hi = float(torch.tensor(w, dtype=dt).float())
         return hi, w - hi
 
+    neg = -min(-_NEG / scale, 60000.0)  # a masked key's column: exp(scale * neg) == 0, finite in fp16
     if m > 0:
         orig = torch.gather(perm_k[..., :n_k].expand(*L, Hk, g, n_k), -1, sample_idx)
         fs = _flat_index((*L, Hk, 1), [*L, Hk, g], n_k, orig)
@@ -250,10 +252,11 @@ def _unmasked_fused(q, k, v, perm_q, perm_k, scale, b, m, sample_idx, mask_sampl
         c = t1 - t0
         rows = n_lead * Hk * g * c
         qi = fq[..., t0:t1, :]                                                    # (*L,Hk,g,c,bq)
-        q2 = q.new_zeros(rows, 1, bq, width)
+        q2 = q.new_empty(rows, 1, bq, width)
         q2[..., :d] = qsrc.index_select(0, qi.reshape(-1)).view(rows, 1, bq, d)
-        q2[..., :d] *= scale
         q2[..., d:d + extra] = 1
+        if d + extra < width:
+            q2[..., d + extra:] = 0
         k2 = q.new_empty(*L, Hk, g, c, n_keys, width)
         v2 = q.new_empty(*L, Hk, g, c, n_keys, width)
         blk = fk[..., t0:t1, :].reshape(-1)
@@ -265,12 +268,12 @@ def _unmasked_fused(q, k, v, perm_q, perm_k, scale, b, m, sample_idx, mask_sampl
             if mask_samples:
                 own = smp_block.unsqueeze(-2) == torch.arange(t0, t1, device=dev).view(-1, 1)   # (*L,Hk,g,c,m)
                 for j, w in enumerate(weight_cols(log_w)):
-                    k2[..., b:, d + j] = torch.where(own, _NEG if j == 0 else 0.0, w)
+                    k2[..., b:, d + j] = torch.where(own, neg if j == 0 else 0.0, w)
         if pad_k and t1 == nb:
-            k2[..., -1, b - pad_k:b, d] = _NEG
+            k2[..., -1, b - pad_k:b, d] = neg
         k2 = k2.view(rows, 1, n_keys, width)
         v2 = v2.view(rows, 1, n_keys, width)
-        res = _fused_forward(q2, k2, v2, 1.0, False)
+        res = _fused_forward(q2, k2, v2, scale, False)   # the kernel scales q.k and the weight columns alike
         if res is None:
             return None
         o, lse = res
@@ -422,7 +425,9 @@ def _exact_grouped(q, k, v, scale, causal):
             o, lse = exact_attention(qc.reshape(B, Hk * g, n_q, d), ke, ve, scale=scale, causal=True)
         return o.reshape(*lc, Hk, g, n_q, dv), lse.reshape(*lc, Hk, g, n_q)
 
-    chunks = list(_lead_chunks(lead, max(1, n_lead // 8)))
+    # chunk the leading dims only when the contiguous copies would be large (> 2^28 elements per tensor)
+    per_lead = Hk * g * n_q * max(d, dv)
+    chunks = list(_lead_chunks(lead, max(1, (1 << 28) // max(1, per_lead))))
     if len(chunks) <= 1:
         return one(q, k, v)
     o = q.new_empty(*lead, Hk, g, n_q, dv)
