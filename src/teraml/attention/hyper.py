@@ -211,10 +211,18 @@ def _unmasked_fused(q, k, v, perm_q, perm_k, scale, b, m, sample_idx, mask_sampl
     width = -(-max(d + extra, dv) // 8) * 8
     # padded key/value sources, built once per call: k' = [k, 0...], v' = [v, 0...]
     kf = k.new_zeros(n_lead * Hk * n_k, width)
-    kf[:, :d] = k.reshape(-1, d)
+    kf.view(*L, Hk, 1, n_k, width)[..., :d].copy_(k)          # straight from (possibly strided) views
     vf = v.new_zeros(n_lead * Hk * n_k, width)
-    vf[:, :dv] = v.reshape(-1, dv)
-    qsrc = q.reshape(-1, d)                     # a copy only for strided views
+    vf.view(*L, Hk, 1, n_k, width)[..., :dv].copy_(v)
+    # queries sorted once per call into q' = [q, 1 (x extra), 0...], padded to whole blocks
+    qs = q.new_empty(*L, Hk, g, nb * bq, width)
+    qs[..., :n_q, :d] = torch.gather(q, -2, perm_q.unsqueeze(-1).expand(*perm_q.shape, d))
+    if pad_q:
+        qs[..., n_q:, :d] = 0
+    qs[..., d:d + extra] = 1
+    if d + extra < width:
+        qs[..., d + extra:] = 0
+    qs = qs.view(*L, Hk, g, nb, bq, width)
     if pad_q:
         perm_q = F.pad(perm_q, (0, pad_q))      # pad rows read row 0; their outputs are dropped
     if pad_k:
@@ -252,11 +260,7 @@ def _unmasked_fused(q, k, v, perm_q, perm_k, scale, b, m, sample_idx, mask_sampl
         c = t1 - t0
         rows = n_lead * Hk * g * c
         qi = fq[..., t0:t1, :]                                                    # (*L,Hk,g,c,bq)
-        q2 = q.new_empty(rows, 1, bq, width)
-        q2[..., :d] = qsrc.index_select(0, qi.reshape(-1)).view(rows, 1, bq, d)
-        q2[..., d:d + extra] = 1
-        if d + extra < width:
-            q2[..., d + extra:] = 0
+        q2 = qs[..., t0:t1, :, :].reshape(rows, 1, bq, width)   # a view when one chunk covers all blocks
         k2 = q.new_empty(*L, Hk, g, c, n_keys, width)
         v2 = q.new_empty(*L, Hk, g, c, n_keys, width)
         blk = fk[..., t0:t1, :].reshape(-1)
