@@ -188,6 +188,35 @@ def _chunk_fast(qc, kc, vc, k_smp, v_smp, pad_last, log_w, own):
 _NEG = -30000.0  # "minus infinity" for masked keys inside a fused kernel (exp underflows to exactly 0)
 
 
+_SOURCE_BUDGET = 1 << 28  # elements of the padded k', v', q' copies one fused call may hold at once
+
+
+def _unmasked_fused_split(q, k, v, perm_q, perm_k, scale, b, m, sample_idx, mask_samples):
+    """:func:`_unmasked_fused` over groups of key heads, so that its padded copies stay within budget."""
+    *L, Hk, g, n_q, d = q.shape
+    n_k = k.shape[-2]
+    n_lead = 1
+    for s_ in L:
+        n_lead *= s_
+    total = n_lead * Hk * (2 * n_k + g * n_q) * (d + 8)
+    parts = min(Hk, -(-total // _SOURCE_BUDGET))
+    if parts <= 1:
+        return _unmasked_fused(q, k, v, perm_q, perm_k, scale, b, m, sample_idx, mask_samples)
+    step = -(-Hk // parts)
+    out = q.new_empty(*L, Hk, g, n_q, v.shape[-1])
+    lse = torch.empty(*L, Hk, g, n_q, dtype=torch.float32, device=q.device)
+    for h0 in range(0, Hk, step):
+        hs = slice(h0, min(Hk, h0 + step))
+        res = _unmasked_fused(q[..., hs, :, :, :], k[..., hs, :, :, :], v[..., hs, :, :, :], perm_q[..., hs, :, :],
+                              perm_k[..., hs, :, :], scale, b, m,
+                              None if sample_idx is None else sample_idx[..., hs, :, :], mask_samples)
+        if res is None:
+            return None
+        out[..., hs, :, :, :] = res[0]
+        lse[..., hs, :, :] = res[1]
+    return out, lse
+
+
 def _unmasked_fused(q, k, v, perm_q, perm_k, scale, b, m, sample_idx, mask_samples):
     """Inference path of the unmasked kernel through torch's fused attention (no score matrix in memory).
 
@@ -342,7 +371,7 @@ def _unmasked(q, k, v, proj, scale, block_size, sample_size, bucket_order, gener
     if not grad and _USE_FUSED and q.dtype != torch.float64:
         if sample_size > 0 and sample_idx is None:
             sample_idx = torch.randint(0, n_k, (*L, Hk, g, sample_size), generator=generator, device=q.device)
-        res = _unmasked_fused(q, k, v, perm_q, perm_k, scale, b, sample_size, sample_idx, mask_samples)
+        res = _unmasked_fused_split(q, k, v, perm_q, perm_k, scale, b, sample_size, sample_idx, mask_samples)
         if res is not None:
             return res
     qs = _gather_rows(q * scale, perm_q)               # the scale folded into q: n*d multiplies, not n*(b+m)
