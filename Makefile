@@ -2,6 +2,7 @@
 #   make demo      -> .venv + install, then `teraml demo` (writes teraml-report/index.html)
 #   make test      -> .venv + install, then the fast test suite (slow tests deselected)
 #   make test-all  -> every test, the `slow` ones included
+#   make bench     -> the benchmarks with their peers installed (results/*.json + HTML)
 # torch is installed first and pinned (TORCH_SPEC) so that an unpinned torch never pulls a CUDA build.
 
 PYTHON     ?= python3
@@ -32,6 +33,10 @@ test: $(STAMP)
 
 test-all: $(STAMP)
 	$(PY) -m pytest -q -m "slow or not slow" $(PYTEST_ARGS)
+
+bench: $(STAMP)
+	$(PY) -m pip install --quiet -e ".[$(EXTRAS),bench]"
+	$(VENV)/bin/teraml bench hyperattention $(BENCH_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests bench

@@ -61,6 +61,9 @@ def main() -> int:
         prepare(carry)
         return 0
     smoke = args.smoke
+    if not smoke and not torch.cuda.is_available():
+        print("no CUDA device here: running the CPU smoke version (--smoke)")
+        smoke = True
     dev = "cpu" if smoke else "cuda"
     dt = torch.float32 if smoke else torch.bfloat16
     H = 2 if smoke else 32
