@@ -239,9 +239,11 @@ def _unmasked_fused(q, k, v, perm_q, perm_k, scale, b, m, sample_idx, mask_sampl
     extra = 1 if dt == torch.float32 else 2
     width = -(-max(d + extra, dv) // 8) * 8
     # padded key/value sources, built once per call: k' = [k, 0...], v' = [v, 0...]
-    kf = k.new_zeros(n_lead * Hk * n_k, width)
+    kf = k.new_empty(n_lead * Hk * n_k, width)
+    kf[:, d:] = 0
     kf.view(*L, Hk, 1, n_k, width)[..., :d].copy_(k)          # straight from (possibly strided) views
-    vf = v.new_zeros(n_lead * Hk * n_k, width)
+    vf = v.new_empty(n_lead * Hk * n_k, width)
+    vf[:, dv:] = 0
     vf.view(*L, Hk, 1, n_k, width)[..., :dv].copy_(v)
     # queries sorted once per call into q' = [q, 1 (x extra), 0...], padded to whole blocks
     qs = q.new_empty(*L, Hk, g, nb * bq, width)

@@ -51,8 +51,9 @@ def hash_codes(x: torch.Tensor, projections: torch.Tensor) -> torch.Tensor:
     """Integer codes ``sum_t [x @ P]_t > 0) * 2^t`` of the rows of ``x`` (``(..., n, d)`` -> ``(..., n)``, int64)."""
     r = projections.shape[-1]
     bits = (x @ projections.to(x.dtype)) > 0
-    weights = (2 ** torch.arange(r, device=x.device, dtype=torch.int64))
-    return (bits.to(torch.int64) * weights).sum(-1)
+    # sum_t bit_t 2^t as one small fp32 product (exact: integers below 2^24)
+    weights = 2.0 ** torch.arange(r, device=x.device, dtype=torch.float32)
+    return (bits.to(torch.float32) @ weights).to(torch.int64)
 
 
 def _inverse_gray(code: torch.Tensor) -> torch.Tensor:
