@@ -13,7 +13,13 @@ from __future__ import annotations
 
 from teraml._validation import type_name
 from teraml.datasets._sklearn import load_breast_cancer, load_diabetes, load_digits, load_wine
-from teraml.datasets._synthetic import make_attention_qkv, make_gaussian_mixture, make_planted_partition_graph
+from teraml.datasets._synthetic import (
+    make_aggregate_classification,
+    make_aggregate_regression,
+    make_attention_qkv,
+    make_gaussian_mixture,
+    make_planted_partition_graph,
+)
 from teraml.datasets._text import stdlib_files, stdlib_text, stdlib_text_sha256, unigram_entropy
 
 __all__ = [
@@ -30,6 +36,8 @@ __all__ = [
     "make_gaussian_mixture",
     "make_planted_partition_graph",
     "make_attention_qkv",
+    "make_aggregate_regression",
+    "make_aggregate_classification",
 ]
 
 _REGISTRY = {
@@ -41,6 +49,8 @@ _REGISTRY = {
     "gaussian_mixture": make_gaussian_mixture,
     "planted_partition_graph": make_planted_partition_graph,
     "attention_qkv": make_attention_qkv,
+    "aggregate_regression": make_aggregate_regression,
+    "aggregate_classification": make_aggregate_classification,
 }
 
 # Well-known datasets that exist only behind a download: named so that asking for one fails fast

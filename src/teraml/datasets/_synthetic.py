@@ -6,7 +6,13 @@ import numpy as np
 
 from teraml._validation import check_array, check_float, check_int, check_random_state
 
-__all__ = ["make_gaussian_mixture", "make_planted_partition_graph", "make_attention_qkv"]
+__all__ = [
+    "make_gaussian_mixture",
+    "make_planted_partition_graph",
+    "make_attention_qkv",
+    "make_aggregate_regression",
+    "make_aggregate_classification",
+]
 
 
 def make_gaussian_mixture(
@@ -217,3 +223,45 @@ def make_attention_qkv(
 
         q, k = rot(q), rot(k)
     return q.astype(np.float32), k.astype(np.float32), v.astype(np.float32)
+
+
+def make_aggregate_regression(n_samples, n_features, *, snr=1.0, noise=1.0, random_state=None):
+    """Linear regression data for learning from aggregates: ``(X, y, coef)``.
+
+    ``x ~ N(0, I)``, ``coef`` a random direction with ``||coef||^2 = snr * noise^2``, and
+    ``y = X coef + noise * N(0, 1)``.
+
+    >>> X, y, coef = make_aggregate_regression(500, 5, snr=4.0, random_state=0)
+    >>> X.shape, round(float(coef @ coef), 6)
+    ((500, 5), 4.0)
+    """
+    n_samples = check_int("n_samples", n_samples, min_value=1)
+    n_features = check_int("n_features", n_features, min_value=1)
+    snr = check_float("snr", snr, min_value=0.0)
+    noise = check_float("noise", noise, min_value=0.0)
+    rng = check_random_state("random_state", random_state)
+    direction = rng.standard_normal(n_features)
+    direction /= np.linalg.norm(direction)
+    coef = direction * np.sqrt(snr) * noise
+    X = rng.standard_normal((n_samples, n_features))
+    y = X @ coef + noise * rng.standard_normal(n_samples)
+    return X, y, coef
+
+
+def make_aggregate_classification(n_samples, n_features, *, coef_norm=3.0, random_state=None):
+    """Logistic-model binary data: ``(X, y, coef)`` with ``y ~ Bernoulli(sigmoid(X coef))``, ``||coef|| = coef_norm``.
+
+    >>> X, y, coef = make_aggregate_classification(400, 3, random_state=0)
+    >>> sorted(set(y.tolist()))
+    [0.0, 1.0]
+    """
+    n_samples = check_int("n_samples", n_samples, min_value=1)
+    n_features = check_int("n_features", n_features, min_value=1)
+    coef_norm = check_float("coef_norm", coef_norm, min_value=0.0)
+    rng = check_random_state("random_state", random_state)
+    direction = rng.standard_normal(n_features)
+    coef = direction / np.linalg.norm(direction) * coef_norm
+    X = rng.standard_normal((n_samples, n_features))
+    p = 1.0 / (1.0 + np.exp(-(X @ coef)))
+    y = (rng.random(n_samples) < p).astype(np.float64)
+    return X, y, coef

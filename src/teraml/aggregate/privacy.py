@@ -1,0 +1,411 @@
+"""Label-DP release of bag aggregates, with a per-row privacy ledger.
+
+Adjacency: one label replaced; features, bag membership and bag sizes are public. Labels are clipped
+to ``clip = (lo, hi)``, so a bag mean has sensitivity ``Delta / k_a`` with ``Delta = hi - lo``.
+Mechanisms: Laplace (scale ``Delta_a / epsilon``) and the analytic Gaussian mechanism of Balle & Wang
+(2018): the smallest sigma with ``Phi(D/2s - e s/D) - e^e Phi(-D/2s - e s/D) <= delta``, found by
+bisection (the classic ``sqrt(2 ln(1.25/delta))/epsilon`` is invalid for epsilon >= 1).
+Bags are disjoint, so one release is (epsilon, delta)-label-DP; across releases the ledger composes
+per row (basic composition) and reports the worst row.
+
+Caveats: the floating-point noise is not hardened (Mironov 2012); a fixed ``random_state`` makes the
+noise reproducible; rows released without noise have no DP guarantee.
+
+>>> import numpy as np
+>>> agg = Aggregator(np.arange(8.0), mechanism=LabelDP(1.0, (0, 8)), random_state=0)
+>>> rel = agg.release(np.array([0, 0, 0, 0, 1, 1, 1, 1]))
+>>> rel.bag_sizes.tolist(), rel.epsilon
+([4, 4], 1.0)
+>>> agg.ledger.total()
+(1.0, 0.0)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import numbers
+import warnings
+
+import numpy as np
+from scipy.special import log_ndtr, ndtr
+
+from teraml._validation import check_random_state, type_name
+
+__all__ = ["LabelDP", "Aggregator", "AggregateRelease", "PrivacyLedger", "PrivacyWarning", "normalize_bags"]
+
+
+class PrivacyWarning(UserWarning):
+    """A privacy protection was switched off on request (e.g. ``allow_reaggregation=True``)."""
+
+
+# ----------------------------------------------------------------------------------------- mechanisms
+
+
+def _check_epsilon(epsilon):
+    if isinstance(epsilon, (bool, np.bool_)) or not isinstance(epsilon, numbers.Real):
+        raise TypeError(f"epsilon must be a float > 0; got {epsilon!r}")
+    if not (math.isfinite(epsilon) and epsilon > 0):
+        raise ValueError(f"epsilon must be a float > 0; got {epsilon!r}")
+    return float(epsilon)
+
+
+def _check_clip(clip):
+    ok = isinstance(clip, (tuple, list, np.ndarray)) and len(clip) == 2
+    if ok:
+        try:
+            lo, hi = float(clip[0]), float(clip[1])
+        except (TypeError, ValueError):
+            ok = False
+        else:
+            ok = math.isfinite(lo) and math.isfinite(hi) and lo < hi
+    if not ok:
+        raise ValueError(f"clip must be a pair (lo, hi) of finite floats, lo < hi; got {clip!r}")
+    return (lo, hi)
+
+
+def _check_mechanism(mechanism):
+    if not isinstance(mechanism, str) or mechanism not in ("laplace", "gaussian"):
+        raise ValueError(f"mechanism must be 'laplace' or 'gaussian'; got {mechanism!r}")
+    return mechanism
+
+
+def _check_delta(mechanism, delta):
+    msg = f"delta must be None for 'laplace', in (0, 1) for 'gaussian'; got {delta!r}"
+    if mechanism == "laplace":
+        if delta is not None:
+            raise ValueError(msg)
+        return None
+    if isinstance(delta, (bool, np.bool_)) or not isinstance(delta, numbers.Real) or not (0 < delta < 1):
+        raise ValueError(msg)
+    return float(delta)
+
+
+def _gaussian_delta(sigma: float, epsilon: float, sensitivity: float = 1.0) -> float:
+    """delta(sigma) of the Gaussian mechanism (Balle & Wang 2018, Theorem 8)."""
+    a = sensitivity / (2 * sigma)
+    b = epsilon * sigma / sensitivity
+    return float(ndtr(a - b) - math.exp(epsilon + log_ndtr(-a - b)))
+
+
+def analytic_gaussian_sigma(epsilon: float, delta: float, sensitivity: float = 1.0) -> float:
+    """The smallest sigma for which the Gaussian mechanism is (epsilon, delta)-DP (bisection on log sigma).
+
+    >>> s = analytic_gaussian_sigma(1.0, 1e-5)
+    >>> abs(_gaussian_delta(s, 1.0) - 1e-5) < 1e-9
+    True
+    """
+    lo, hi = 1e-6, 1.0
+    while _gaussian_delta(hi, epsilon) > delta:
+        hi *= 2.0
+    while _gaussian_delta(lo, epsilon) <= delta:
+        lo /= 2.0
+    llo, lhi = math.log(lo), math.log(hi)
+    for _ in range(200):
+        mid = 0.5 * (llo + lhi)
+        if _gaussian_delta(math.exp(mid), epsilon) > delta:
+            llo = mid
+        else:
+            lhi = mid
+        if lhi - llo < 1e-13:
+            break
+    return math.exp(lhi) * sensitivity
+
+
+@dataclasses.dataclass(frozen=True)
+class LabelDP:
+    """A label-DP mechanism for bag means: ``LabelDP(epsilon, clip, mechanism="laplace", delta=None)``.
+
+    ``scale(sizes)`` is the noise scale per bag (Laplace b or Gaussian sigma) and ``noise_var(sizes)``
+    its variance (``2 b^2`` or ``sigma^2``).
+
+    >>> LabelDP(0.5, (-4, 4)).scale([4, 8]).tolist()
+    [4.0, 2.0]
+    """
+
+    epsilon: float
+    clip: tuple
+    mechanism: str = "laplace"
+    delta: float | None = None
+
+    def __post_init__(self):
+        object.__setattr__(self, "epsilon", _check_epsilon(self.epsilon))
+        object.__setattr__(self, "clip", _check_clip(self.clip))
+        object.__setattr__(self, "mechanism", _check_mechanism(self.mechanism))
+        object.__setattr__(self, "delta", _check_delta(self.mechanism, self.delta))
+
+    @property
+    def sensitivity(self) -> float:
+        """Delta = hi - lo: the sensitivity of a sum of clipped labels."""
+        return self.clip[1] - self.clip[0]
+
+    def _unit_scale(self) -> float:
+        if self.mechanism == "laplace":
+            return 1.0 / self.epsilon
+        return analytic_gaussian_sigma(self.epsilon, self.delta, 1.0)
+
+    def scale(self, sizes) -> np.ndarray:
+        """Noise scale of each bag mean (sensitivity Delta / k_a)."""
+        k = np.asarray(sizes, dtype=np.float64)
+        if np.any(k < 1):
+            raise ValueError(f"sizes must be >= 1; got {sizes!r}")
+        return self._unit_scale() * self.sensitivity / k
+
+    def noise_var(self, sizes) -> np.ndarray:
+        """Variance of the noise added to each bag mean."""
+        s = self.scale(sizes)
+        return 2.0 * s * s if self.mechanism == "laplace" else s * s
+
+    def sample(self, sizes, rng: np.random.Generator) -> np.ndarray:
+        """One noise draw per bag."""
+        s = self.scale(sizes)
+        if self.mechanism == "laplace":
+            return rng.laplace(0.0, s)
+        return rng.normal(0.0, s)
+
+
+# ----------------------------------------------------------------------------------------- releases
+
+
+def normalize_bags(bags, n: int | None = None) -> tuple[np.ndarray, int]:
+    """Map bag ids (ints >= 0 or strings; -1 leaves a row out) to 0..m-1 in order of first appearance.
+
+    >>> normalize_bags(np.array([7, 7, -1, 3]))
+    (array([ 0,  0, -1,  1]), 2)
+    """
+    b = np.asarray(bags)
+    if b.ndim != 1:
+        raise ValueError(f"bags must hold integer or string ids (>= 0, or -1 to leave a row out); got {bags!r}")
+    if n is not None and b.shape[0] != n:
+        raise ValueError(f"bags must have one id per row ({n}); got {b.shape[0]}")
+    if b.dtype.kind in "US" or b.dtype == object:
+        vals = b.astype(str) if b.dtype != object else np.array([str(x) for x in b])
+        uniq, first, inv = np.unique(vals, return_index=True, return_inverse=True)
+        rank = np.empty(uniq.size, dtype=np.int64)
+        rank[np.argsort(first, kind="stable")] = np.arange(uniq.size)
+        return rank[inv].astype(np.int64), int(uniq.size)
+    if b.dtype.kind == "f":
+        if not np.all(np.isfinite(b)) or np.any(b != np.round(b)):
+            bad = float(b[~np.isfinite(b) | (b != np.round(b))][0])
+            raise ValueError(f"bags must hold integer or string ids (>= 0, or -1 to leave a row out); got {bad!r}")
+        b = b.astype(np.int64)
+    elif b.dtype.kind not in "iu":
+        raise ValueError(f"bags must hold integer or string ids (>= 0, or -1 to leave a row out); got {bags!r}")
+    b = b.astype(np.int64)
+    if np.any(b < -1):
+        raise ValueError(f"bags must hold integer or string ids (>= 0, or -1 to leave a row out); got {int(b[b < -1][0])!r}")
+    keep = b >= 0
+    if not keep.any():
+        return np.full(b.shape, -1, dtype=np.int64), 0
+    uniq, first, inv = np.unique(b[keep], return_index=True, return_inverse=True)
+    rank = np.empty(uniq.size, dtype=np.int64)
+    rank[np.argsort(first, kind="stable")] = np.arange(uniq.size)
+    out = np.full(b.shape, -1, dtype=np.int64)
+    out[keep] = rank[inv]
+    return out, int(uniq.size)
+
+
+@dataclasses.dataclass(frozen=True)
+class AggregateRelease:
+    """One release of bag aggregates.
+
+    ``bags`` are ids 0..m-1 (-1 = row not released); ``bag_means`` the (noisy) means of the clipped
+    labels; ``noise_var`` the variance of each mean's noise (0 without a mechanism). ``y`` broadcasts
+    the means to the rows (NaN where the id is -1), the input the estimators take.
+    """
+
+    bags: np.ndarray
+    bag_means: np.ndarray
+    bag_sizes: np.ndarray
+    noise_var: np.ndarray
+    mechanism: str | None
+    epsilon: float
+    delta: float
+    clip: tuple | None
+    n_clipped: int
+
+    @property
+    def y(self) -> np.ndarray:
+        out = np.full(self.bags.shape, np.nan)
+        keep = self.bags >= 0
+        out[keep] = self.bag_means[self.bags[keep]]
+        return out
+
+    def privacy_statement(self) -> str:
+        """What this release discloses, in words."""
+        sizes = self.bag_sizes
+        size_text = f"{sizes.min()}-{sizes.max()}" if sizes.size and sizes.min() != sizes.max() else (
+            f"{sizes[0]}" if sizes.size else "none")
+        if self.mechanism is None:
+            return (f"Release of {sizes.size} bag means over {int(sizes.sum())} rows (bag sizes {size_text}) "
+                    "without noise: no differential-privacy guarantee (epsilon = inf).")
+        lo, hi = self.clip
+        delta = 0.0 if self.delta is None else self.delta
+        return (f"Release of {sizes.size} bag means over {int(sizes.sum())} rows (bag sizes {size_text}), "
+                f"labels clipped to [{lo:g}, {hi:g}] ({self.n_clipped} clipped), {self.mechanism} noise with "
+                f"sensitivity Delta/k_a = {hi - lo:g}/k_a: ({self.epsilon:g}, {delta:g})-label-DP under "
+                "replace-one-label adjacency (bags disjoint, so parallel composition within the release; "
+                "features, membership and sizes public).")
+
+
+class PrivacyLedger:
+    """Per-row accounting of every release: basic composition per row, the worst row reported.
+
+    >>> led = PrivacyLedger(4)
+    >>> led.record(np.array([0, 0, 1, 1]), "laplace", 1.0, 0.0, (0, 1), np.array([2, 2]))
+    >>> led.record(np.array([0, 0, -1, -1]), "laplace", 0.5, 0.0, (0, 1), np.array([2]))
+    >>> led.epsilon_per_sample().tolist(), led.total()
+    ([1.5, 1.5, 1.0, 1.0], (1.5, 0.0))
+    """
+
+    def __init__(self, n_samples: int):
+        self.n_samples = int(n_samples)
+        self.records: list[dict] = []
+        self._eps = np.zeros(self.n_samples)
+        self._delta = np.zeros(self.n_samples)
+        self._count = np.zeros(self.n_samples, dtype=np.int64)
+        self._noiseless = np.zeros(self.n_samples, dtype=np.int64)
+
+    def record(self, bags, mechanism, epsilon, delta, clip, sizes) -> None:
+        rows = np.asarray(bags) >= 0
+        self.records.append({"rows": int(rows.sum()), "mechanism": mechanism, "epsilon": float(epsilon),
+                             "delta": float(delta), "clip": clip, "bag_sizes": np.asarray(sizes).tolist()})
+        self._eps[rows] += epsilon
+        self._delta[rows] += delta
+        self._count[rows] += 1
+        if mechanism is None:
+            self._noiseless[rows] += 1
+
+    def epsilon_per_sample(self) -> np.ndarray:
+        """epsilon_i = sum of the epsilons of the releases that contain row i (inf after a noiseless one)."""
+        return self._eps.copy()
+
+    def delta_per_sample(self) -> np.ndarray:
+        return self._delta.copy()
+
+    def total(self) -> tuple[float, float]:
+        """(max_i epsilon_i, max_i delta_i): the guarantee of everything released so far."""
+        if not self.records:
+            return 0.0, 0.0
+        return float(self._eps.max()), float(self._delta.max())
+
+    def reaggregated_noiseless(self) -> int:
+        """Rows released more than once with at least one noiseless release: their labels can be solved for."""
+        return int(((self._count > 1) & (self._noiseless > 0)).sum())
+
+    def summary(self) -> dict:
+        eps, delta = self.total()
+        return {
+            "n_releases": len(self.records),
+            "n_rows": self.n_samples,
+            "rows_released": int((self._count > 0).sum()),
+            "max_releases_per_row": int(self._count.max()) if self.n_samples else 0,
+            "epsilon": eps,
+            "delta": delta,
+            "mechanisms": sorted({str(r["mechanism"]) for r in self.records}),
+            "noiseless_reaggregated_rows": self.reaggregated_noiseless(),
+        }
+
+    def statement(self) -> str:
+        """Everything released so far and the resulting guarantee, in words."""
+        s = self.summary()
+        lines = [f"{s['n_releases']} release(s) over {s['rows_released']} of {s['n_rows']} rows; "
+                 f"at most {s['max_releases_per_row']} release(s) per row."]
+        for i, r in enumerate(self.records, 1):
+            sizes = r["bag_sizes"]
+            size_text = f"{min(sizes)}-{max(sizes)}" if sizes else "none"
+            if r["mechanism"] is None:
+                lines.append(f"  release {i}: {r['rows']} rows, bag sizes {size_text}, no noise (epsilon = inf).")
+            else:
+                lo, hi = r["clip"]
+                lines.append(f"  release {i}: {r['rows']} rows, bag sizes {size_text}, {r['mechanism']} noise, "
+                             f"epsilon {r['epsilon']:g}, delta {r['delta']:g}, clip [{lo:g}, {hi:g}], "
+                             f"sensitivity Delta/k_a = {hi - lo:g}/k_a.")
+        lines.append(f"Total: ({s['epsilon']:g}, {s['delta']:g})-label-DP, replace-one-label adjacency; basic "
+                     "(sequential) composition over the releases that contain a row, parallel composition over "
+                     "disjoint bags; the worst row is reported.")
+        lines.append("Assumptions: bags were formed without looking at labels (priors built from earlier "
+                     "releases are post-processing); bag membership and sizes are public.")
+        if s["noiseless_reaggregated_rows"]:
+            lines.append(f"Warning: {s['noiseless_reaggregated_rows']} rows were aggregated more than once with a "
+                         "noiseless release involved: their labels can be reconstructed.")
+        return "\n".join(lines)
+
+
+class Aggregator:
+    """Releases bag means of ``y`` (optionally under label DP) and keeps a :class:`PrivacyLedger`.
+
+    A row may be released again only if every release involving it is noisy; otherwise the labels can
+    be solved for from the stacked bag sums. ``allow_reaggregation=True`` overrides this, with a
+    :class:`PrivacyWarning`, and the ledger records epsilon = inf. Calling the aggregator is
+    ``release``, so it can serve as a PriorBoost oracle.
+
+    >>> agg = Aggregator(np.ones(6))
+    >>> agg(np.array([0, 0, 0, 1, 1, 1])).bag_means.tolist()
+    [1.0, 1.0]
+    """
+
+    def __init__(self, y, *, mechanism=None, allow_reaggregation=False, random_state=None):
+        y = np.asarray(y, dtype=np.float64) if not isinstance(y, (str, bytes)) else None
+        if y is None or y.ndim != 1:
+            raise ValueError(f"y must be a 1-D array of labels; got {type_name(y)}")
+        if not np.all(np.isfinite(y)):
+            raise ValueError(f"y must be finite on bagged rows; got {int((~np.isfinite(y)).sum())} non-finite values")
+        if mechanism is not None and not isinstance(mechanism, LabelDP):
+            raise TypeError(f"mechanism must be a LabelDP or None; got {type_name(mechanism)}")
+        if not isinstance(allow_reaggregation, (bool, np.bool_)):
+            raise TypeError(f"allow_reaggregation must be a bool; got {allow_reaggregation!r}")
+        self.y = y
+        self.mechanism = mechanism
+        self.allow_reaggregation = bool(allow_reaggregation)
+        self._rng = check_random_state("random_state", random_state)
+        self.ledger = PrivacyLedger(y.shape[0])
+        self._warned = False
+
+    def release(self, bags) -> AggregateRelease:
+        """Release the (noisy) means of the clipped labels of each bag."""
+        n = self.y.shape[0]
+        ids, m = normalize_bags(bags, n)
+        keep = ids >= 0
+        led = self.ledger
+        again = keep & (led._count > 0)
+        if again.any():
+            risky = again & ((led._noiseless > 0) | (self.mechanism is None))
+            c = int(risky.sum())
+            if c:
+                if not self.allow_reaggregation:
+                    raise ValueError(
+                        f"{c} rows would be aggregated again with a noiseless release involved, which lets labels "
+                        "be solved for; add a DP mechanism or pass allow_reaggregation=True")
+                if not self._warned:
+                    self._warned = True
+                    times = int(led._count[risky].max()) + 1
+                    warnings.warn(
+                        f"allow_reaggregation=True: labels aggregated {times} times without noise can be solved "
+                        "for after about k+1 rounds; ledger records epsilon=inf", PrivacyWarning, stacklevel=2)
+        y = self.y
+        n_clipped = 0
+        if self.mechanism is not None:
+            lo, hi = self.mechanism.clip
+            outside = keep & ((y < lo) | (y > hi))
+            n_clipped = int(outside.sum())
+            if n_clipped:
+                frac = n_clipped / max(1, int(keep.sum()))
+                warnings.warn(f"{frac:.1%} of labels lie outside clip=({lo:g}, {hi:g}) and were clipped",
+                              UserWarning, stacklevel=2)
+            y = np.clip(y, lo, hi)
+        sizes = np.bincount(ids[keep], minlength=m).astype(np.int64)
+        sums = np.bincount(ids[keep], weights=y[keep], minlength=m)
+        means = sums / np.maximum(sizes, 1)
+        if self.mechanism is not None and m:
+            means = means + self.mechanism.sample(sizes, self._rng)
+            noise_var = self.mechanism.noise_var(sizes)
+            eps, delta, name, clip = self.mechanism.epsilon, self.mechanism.delta or 0.0, self.mechanism.mechanism, \
+                self.mechanism.clip
+        else:
+            noise_var = np.zeros(m)
+            eps, delta, name, clip = math.inf, 0.0, None, None
+        led.record(ids, name, eps, delta, clip, sizes)
+        return AggregateRelease(ids, means, sizes, noise_var, name, eps, delta, clip, n_clipped)
+
+    __call__ = release
