@@ -15,6 +15,16 @@ label-DP release of bag means with per-row accounting (:class:`LabelDP`, :class:
 """
 
 from teraml.aggregate.bags import make_bags
+from teraml.aggregate.estimators import AggregateRegressor, aggregated_loss
 from teraml.aggregate.privacy import AggregateRelease, Aggregator, LabelDP, PrivacyLedger, PrivacyWarning
 
-__all__ = ["make_bags", "LabelDP", "Aggregator", "AggregateRelease", "PrivacyLedger", "PrivacyWarning"]
+__all__ = [
+    "AggregateRegressor",
+    "aggregated_loss",
+    "make_bags",
+    "LabelDP",
+    "Aggregator",
+    "AggregateRelease",
+    "PrivacyLedger",
+    "PrivacyWarning",
+]

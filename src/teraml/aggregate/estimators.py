@@ -1,0 +1,449 @@
+"""Estimators that learn instance-level models from bag aggregates (Javanmard et al., ICLR 2024).
+
+The learner sees features X, bag ids and, per bag a, the aggregate y~_a (mean of the clipped labels,
+maybe plus DP noise), repeated on every row of the bag. With f_i = g(x_i'w + b) (g = identity for
+``loss="squared"``, sigmoid for ``loss="log"``) and f̄_a the bag mean of the f_i:
+
+    L_bag  = sum_a k_a l(y~_a, f̄_a)         L_inst = sum_i l(y~_a(i), f_i)
+    L_rho  = (1 - rho) L_bag + rho L_inst + alpha ||w||^2       (intercept unpenalised)
+
+For the squared loss, L_inst = L_bag + sum_i (f_i - f̄_a(i))^2 exactly, so rho weights a within-bag
+variance penalty and the fit has the closed form (G_S + rho (G - G_S) + alpha P)^-1 c built from bag
+means only. The log loss is fitted by L-BFGS from the convex rho = 1 solution. ``rho="auto"`` picks rho
+by cross-validation over *bags* with a criterion that is unbiased for the mean instance loss on random
+bags (DSQ for squared, pseudo-labels for log).
+
+>>> import numpy as np
+>>> from teraml.aggregate import AggregateRegressor, Aggregator, make_bags
+>>> from teraml.datasets import make_aggregate_regression
+>>> X, y, coef = make_aggregate_regression(2000, 5, snr=4.0, random_state=0)
+>>> rel = Aggregator(y).release(make_bags(5, n_samples=2000, random_state=0))
+>>> est = AggregateRegressor(rho="auto", random_state=0).fit(X, rel.y, bags=rel.bags)
+>>> bool(np.abs(est.coef_ - coef).max() < 0.2)
+True
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import numbers
+import warnings
+
+import numpy as np
+import scipy.linalg
+import scipy.optimize
+import scipy.sparse as sp
+from sklearn.base import BaseEstimator, RegressorMixin
+from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
+
+from teraml._validation import check_random_state
+from teraml.aggregate.privacy import normalize_bags
+
+__all__ = ["AggregateRegressor", "aggregated_loss"]
+
+logger = logging.getLogger(__name__)
+
+_LOSSES = ("squared", "log")
+_RHO_TEXT = "'auto' or a float in [0, 1] (0 = bag-level, 1 = instance-level)"
+_EPS = 1e-12
+
+
+def _bad(name, expected, value, exc=ValueError):
+    return exc(f"{name} must be {expected}; got {value!r}")
+
+
+def _check_params(est):
+    if not isinstance(est.loss, str) or est.loss not in _LOSSES:
+        raise _bad("loss", "one of 'squared', 'log'", est.loss)
+    rho = est.rho
+    if not (isinstance(rho, str) and rho == "auto"):
+        if isinstance(rho, (bool, np.bool_)) or not isinstance(rho, numbers.Real) or not (0.0 <= rho <= 1.0):
+            raise _bad("rho", _RHO_TEXT, rho)
+    a = est.alpha
+    if isinstance(a, (bool, np.bool_)) or not isinstance(a, numbers.Real) or not (math.isfinite(a) and a >= 0):
+        raise _bad("alpha", "a float >= 0", a)
+    cv = est.cv
+    if isinstance(cv, (bool, np.bool_)) or not isinstance(cv, numbers.Integral) or cv < 2:
+        raise _bad("cv", "an int >= 2", cv)
+    g = est.rho_grid
+    if g is None:
+        grid = np.concatenate([[0.0], np.logspace(-3, 0, 20)])
+    elif isinstance(g, numbers.Integral) and not isinstance(g, (bool, np.bool_)):
+        if g < 2:
+            raise _bad("rho_grid", "an int >= 2 or a 1-D array in [0, 1]", g)
+        grid = np.concatenate([[0.0], np.logspace(-3, 0, int(g) - 1)])
+    else:
+        try:
+            grid = np.asarray(g, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise _bad("rho_grid", "an int >= 2 or a 1-D array in [0, 1]", g) from None
+        if grid.ndim != 1 or grid.size == 0 or not np.all((grid >= 0) & (grid <= 1)):
+            raise _bad("rho_grid", "an int >= 2 or a 1-D array in [0, 1]", g)
+        grid = np.unique(grid)
+    mi = est.max_iter
+    if isinstance(mi, (bool, np.bool_)) or not isinstance(mi, numbers.Integral) or mi < 1:
+        raise _bad("max_iter", "an int >= 1", mi)
+    tol = est.tol
+    if isinstance(tol, (bool, np.bool_)) or not isinstance(tol, numbers.Real) or not (tol > 0):
+        raise _bad("tol", "a float > 0", tol)
+    return grid
+
+
+class _Bagged:
+    """Per-bag sufficient statistics of (Z, y~) for the rows kept (bag id >= 0)."""
+
+    def __init__(self, Z, ybar, ids, m):
+        self.Z, self.ids, self.m = Z, ids, m
+        n = Z.shape[0]
+        self.S = sp.csr_matrix((np.ones(n), (ids, np.arange(n))), shape=(m, n))   # bag indicator
+        self.k = np.asarray(self.S.sum(axis=1)).ravel()
+        self.ybar = ybar                                                          # (m,) bag aggregates
+
+    def zbar(self, Z=None):
+        Z = self.Z if Z is None else Z
+        sums = self.S @ Z
+        sums = sums.toarray() if sp.issparse(sums) else np.asarray(sums)
+        return sums / self.k[:, None]
+
+
+def _design(X, fit_intercept):
+    if sp.issparse(X):
+        Z = sp.hstack([X, np.ones((X.shape[0], 1))], format="csr") if fit_intercept else sp.csr_matrix(X)
+    else:
+        Z = np.hstack([X, np.ones((X.shape[0], 1))]) if fit_intercept else np.asarray(X, dtype=np.float64)
+    return Z
+
+
+def _gram(Z):
+    G = Z.T @ Z
+    return G.toarray() if sp.issparse(G) else np.asarray(G)
+
+
+def _solve(A, c, stacked=None):
+    """Cholesky solve; lstsq on the stacked rows when A is singular or ill-conditioned (cond > 1e12)."""
+    try:
+        cho = scipy.linalg.cho_factor(A, lower=True, check_finite=False)
+        diag = np.abs(np.diag(cho[0]))
+        if diag.min() <= 0 or (diag.max() / diag.min()) ** 2 > 1e12:
+            raise np.linalg.LinAlgError("ill-conditioned")
+        return scipy.linalg.cho_solve(cho, c, check_finite=False)
+    except (np.linalg.LinAlgError, ValueError):
+        if stacked is None:
+            return np.linalg.lstsq(A, c, rcond=None)[0]
+        rows, rhs = stacked()
+        return np.linalg.lstsq(rows, rhs, rcond=None)[0]
+
+
+def _sigmoid(t):
+    return 0.5 * (1.0 + np.tanh(0.5 * t))
+
+
+def _log_loss_terms(y, f):
+    f = np.clip(f, _EPS, 1 - _EPS)
+    return -(y * np.log(f) + (1 - y) * np.log1p(-f))
+
+
+def _dsq(resid_bar, k, noise_var=None):
+    """DSQ: an unbiased estimate of the mean instance squared loss from bag-mean residuals (random bags)."""
+    v = 0.0 if noise_var is None else noise_var
+    rhat = float((k * resid_bar).sum() / k.sum())
+    return float(np.mean(k * (resid_bar**2 - v) - (k - 1) * rhat**2))
+
+
+def _pseudo_log(ybar, k, f, ids):
+    """Pseudo-label estimate of the mean instance log-loss: y'_a = k_a (y~_a - p) + p."""
+    p = float((k * ybar).sum() / k.sum())
+    yp = k * (ybar - p) + p
+    return float(np.mean(_log_loss_terms(yp[ids], f)))
+
+
+class AggregateRegressor(RegressorMixin, BaseEstimator):
+    """Linear / logistic model trained from bag aggregates, interpolating bag- and instance-level loss.
+
+    Parameters
+    ----------
+    loss : {"squared", "log"}
+        ``"log"`` predicts probabilities (targets are bag label proportions in [0, 1]).
+    rho : "auto" or float in [0, 1]
+        0 = bag-level loss, 1 = instance-level (event-level) loss; ``"auto"`` cross-validates over
+        whole bags with a criterion computed from aggregates only.
+    alpha : float >= 0
+        Ridge penalty ``alpha ||w||^2`` (intercept not penalised), as ``Ridge(alpha)`` /
+        ``LogisticRegression(C=1/(2 alpha))``.
+    fit_intercept, rho_grid, cv, max_iter, tol, random_state, verbose : see the spec.
+
+    ``fit(X, y, *, bags=None)``: ``y`` is the bag aggregate repeated on every row of its bag (an
+    :class:`~teraml.aggregate.AggregateRelease`'s ``.y``); bag id -1 drops a row (its y may be NaN);
+    ``bags=None`` is one bag per row (ordinary regression). ``bags`` is routed as metadata:
+    ``est.set_fit_request(bags=True)`` makes ``GridSearchCV`` / ``cross_validate`` pass it.
+
+    Attributes: ``coef_``, ``intercept_``, ``rho_``, ``rho_grid_``, ``cv_scores_``, ``n_bags_``,
+    ``n_iter_``, ``n_features_in_``.
+
+    >>> import numpy as np
+    >>> X = np.random.default_rng(0).normal(size=(200, 3)); y = X @ [1.0, -2.0, 0.5]
+    >>> AggregateRegressor(rho=1.0).fit(X, y).coef_.round(6).tolist()
+    [1.0, -2.0, 0.5]
+    """
+
+    def __init__(self, loss="squared", rho="auto", *, alpha=0.0, fit_intercept=True, rho_grid=None, cv=5,
+                 max_iter=500, tol=1e-8, random_state=None, verbose=False):
+        self.loss = loss
+        self.rho = rho
+        self.alpha = alpha
+        self.fit_intercept = fit_intercept
+        self.rho_grid = rho_grid
+        self.cv = cv
+        self.max_iter = max_iter
+        self.tol = tol
+        self.random_state = random_state
+        self.verbose = verbose
+
+    # ----------------------------------------------------------------------------------- input handling
+
+    def _prepare(self, X, y, bags):
+        X, y = self._validate(X, y)
+        n = X.shape[0]
+        if bags is None:
+            ids, m = np.arange(n, dtype=np.int64), n
+        else:
+            b = np.asarray(bags)
+            if b.ndim != 1 or b.shape[0] != n or y.shape[0] != n:
+                raise ValueError(f"X, y and bags must have the same number of rows; got X: {n}, y: {y.shape[0]}, "
+                                 f"bags: {b.shape[0] if b.ndim else 0}")
+            ids, m = normalize_bags(b)
+        keep = ids >= 0
+        yk = y[keep]
+        bad = int((~np.isfinite(yk)).sum())
+        if bad:
+            raise ValueError(f"y must be finite on bagged rows; got {bad} non-finite values")
+        idk = ids[keep]
+        # y must be constant within each bag
+        lo = np.full(m, np.inf)
+        hi = np.full(m, -np.inf)
+        np.minimum.at(lo, idk, yk)
+        np.maximum.at(hi, idk, yk)
+        spread = hi - lo
+        tol = 1e-9 * np.maximum(1.0, np.maximum(np.abs(lo), np.abs(hi)))
+        if np.any(spread > tol):
+            a = int(np.flatnonzero(spread > tol)[0])
+            distinct = np.unique(yk[idk == a]).size
+            orig = np.asarray(bags)[keep][idk == a][0] if bags is not None else a
+            orig = orig.item() if hasattr(orig, "item") else orig
+            raise ValueError(f"y must be constant within each bag (the bag's aggregate); bag {orig!r} has "
+                             f"{distinct} distinct values")
+        ybar = lo
+        if self.loss == "log":
+            out = (ybar < 0) | (ybar > 1)
+            if out.any():
+                warnings.warn(f"{int(out.sum())} bag targets outside [0, 1] for loss='log' were clipped",
+                              UserWarning, stacklevel=3)
+                ybar = np.clip(ybar, 0.0, 1.0)
+        Z = _design(X if keep.all() else X[keep], self.fit_intercept)
+        return Z, ybar, idk, m
+
+    def _validate(self, X, y):
+        if y is None:
+            raise ValueError("requires y to be passed, but the target y is None")
+        # rho='auto' cross-validates over bags: one row cannot be split (sklearn's "1 sample" message)
+        X = validate_data(self, X, accept_sparse=["csr", "csc"], dtype=np.float64, ensure_all_finite=True,
+                          ensure_min_samples=2 if self.rho == "auto" else 1)
+        y = column_or_1d(np.asarray(y, dtype=np.float64), warn=True)
+        if y.shape[0] != X.shape[0]:
+            raise ValueError(f"X, y and bags must have the same number of rows; got X: {X.shape[0]}, "
+                             f"y: {y.shape[0]}, bags: {X.shape[0]}")
+        return X, y
+
+    # ----------------------------------------------------------------------------------- squared loss
+
+    def _stats(self, bag: _Bagged, sel=None):
+        """(G, G_S, c) over the bags in ``sel`` (all when None)."""
+        Z, ids = bag.Z, bag.ids
+        if sel is not None:
+            rows = sel[ids]
+            Z, ids_r = Z[rows], ids[rows]
+        else:
+            ids_r = ids
+        G = _gram(Z)
+        S = sp.csr_matrix((np.ones(ids_r.size), (ids_r, np.arange(ids_r.size))), shape=(bag.m, ids_r.size))
+        k = np.asarray(S.sum(axis=1)).ravel()
+        sums = np.asarray(S @ Z) if not sp.issparse(Z) else np.asarray((S @ Z).toarray())
+        ok = k > 0
+        zbar = np.zeros_like(sums)
+        zbar[ok] = sums[ok] / k[ok, None]
+        GS = (zbar * k[:, None]).T @ zbar
+        c = (zbar * (k * np.nan_to_num(bag.ybar))[:, None]).sum(axis=0)
+        return G, GS, c, int(ok.sum())
+
+    def _theta_squared(self, G, GS, c, rho, n_bags, p):
+        P = np.eye(p)
+        if self.fit_intercept:
+            P[-1, -1] = 0.0
+        A = GS + rho * (G - GS) + self.alpha * P
+        if rho == 0 and self.alpha == 0 and n_bags <= p:
+            return None
+        return _solve(A, c)
+
+    # ----------------------------------------------------------------------------------- log loss
+
+    def _theta_log(self, bag: _Bagged, rho, theta0, rows=None):
+        Z, ids, ybar = bag.Z, bag.ids, bag.ybar
+        S = bag.S
+        k = bag.k
+        if rows is not None:
+            Z, ids = Z[rows], ids[rows]
+            S = sp.csr_matrix((np.ones(ids.size), (ids, np.arange(ids.size))), shape=(bag.m, ids.size))
+            k = np.asarray(S.sum(axis=1)).ravel()
+        ok = k > 0
+        kk = np.where(ok, k, 1.0)
+        y_row = ybar[ids]
+        p = Z.shape[1]
+        pen = np.ones(p)
+        if self.fit_intercept:
+            pen[-1] = 0.0
+        alpha = self.alpha
+
+        def fun(theta):
+            eta = Z @ theta
+            f = _sigmoid(np.asarray(eta).ravel())
+            val = 0.0
+            grad_eta = np.zeros_like(f)
+            if rho > 0:
+                val += rho * float(_log_loss_terms(y_row, f).sum())
+                grad_eta += rho * (f - y_row)
+            if rho < 1:
+                fbar = np.asarray(S @ f).ravel() / kk
+                fb = np.clip(fbar, _EPS, 1 - _EPS)
+                yb = ybar
+                val += (1 - rho) * float((k * _log_loss_terms(yb, fb))[ok].sum())
+                dfb = np.where(ok, (fb - yb) / (fb * (1 - fb)), 0.0)        # d l / d fbar
+                grad_eta += (1 - rho) * dfb[ids] * f * (1 - f)             # k_a * (1/k_a) cancels
+            val += alpha * float((pen * theta * theta).sum())
+            grad = np.asarray(Z.T @ grad_eta).ravel() + 2 * alpha * pen * theta
+            return val, grad
+
+        res = scipy.optimize.minimize(fun, theta0, jac=True, method="L-BFGS-B",
+                                      options={"maxiter": self.max_iter, "gtol": self.tol, "ftol": 1e-15})
+        return res.x, int(res.nit)
+
+    # ----------------------------------------------------------------------------------- fit / predict
+
+    def fit(self, X, y, *, bags=None):
+        """Fit from bag aggregates ``y`` (constant within each bag) and bag ids ``bags``."""
+        grid = _check_params(self)
+        Z, ybar, ids, m = self._prepare(X, y, bags)
+        bag = _Bagged(Z, ybar, ids, m)
+        p = Z.shape[1]
+        self.n_bags_ = int(m)
+        self.rho_grid_ = grid if self.rho == "auto" else np.array([float(self.rho)])
+        if self.rho == "auto":
+            if m < self.cv:
+                raise ValueError(f"rho='auto' needs at least cv={self.cv} bags; got {m}")
+            self.cv_scores_ = self._cv_scores(bag, grid, p)
+            self.rho_ = float(grid[int(np.argmin(self.cv_scores_))])
+        else:
+            self.rho_ = float(self.rho)
+            self.cv_scores_ = None
+        rho = self.rho_
+        if self.loss == "squared":
+            G, GS, c, nb = self._stats(bag)
+            if rho == 0 and self.alpha == 0 and nb <= p:
+                raise ValueError(f"rho=0 needs more bags ({nb}) than parameters ({p}); use rho > 0 or alpha > 0")
+            theta = self._theta_squared(G, GS, c, rho, nb, p)
+            self.n_iter_ = 1
+        else:
+            theta1, it1 = self._theta_log(bag, 1.0, np.zeros(p))
+            if rho < 1:
+                theta, it = self._theta_log(bag, rho, theta1)
+                self.n_iter_ = it1 + it
+            else:
+                theta, self.n_iter_ = theta1, it1
+        if self.fit_intercept:
+            self.coef_, self.intercept_ = theta[:-1].copy(), float(theta[-1])
+        else:
+            self.coef_, self.intercept_ = theta.copy(), 0.0
+        return self
+
+    def _cv_scores(self, bag: _Bagged, grid, p):
+        rng = check_random_state("random_state", self.random_state)
+        fold_of_bag = rng.permutation(np.arange(bag.m) % self.cv)
+        scores = np.zeros((self.cv, grid.size))
+        if self.loss == "squared":
+            G_all, GS_all, c_all, _ = self._stats(bag)
+        for f in range(self.cv):
+            test_bags = fold_of_bag == f
+            if self.loss == "squared":
+                Gt, GSt, ct, nbt = self._stats(bag, test_bags)
+                G, GS, c = G_all - Gt, GS_all - GSt, c_all - ct
+                n_train = int((~test_bags).sum())
+                zbar_t = bag.zbar()[test_bags]
+                k_t = bag.k[test_bags]
+                y_t = bag.ybar[test_bags]
+                for j, rho in enumerate(grid):
+                    theta = self._theta_squared(G, GS, c, rho, n_train, p)
+                    if theta is None or not np.all(np.isfinite(theta)):
+                        scores[f, j] = np.inf
+                        continue
+                    scores[f, j] = _dsq(y_t - zbar_t @ theta, k_t)
+            else:
+                rows_train = ~test_bags[bag.ids]
+                rows_test = ~rows_train
+                theta = np.zeros(p)
+                theta, _ = self._theta_log(bag, 1.0, theta, rows_train)
+                Zt = bag.Z[rows_test]
+                ids_t = bag.ids[rows_test]
+                for j in np.argsort(-grid):  # rho = 1 first, then warm starts as rho decreases
+                    theta, _ = self._theta_log(bag, float(grid[j]), theta, rows_train)
+                    f_t = _sigmoid(np.asarray(Zt @ theta).ravel())
+                    remap = -np.ones(bag.m, dtype=np.int64)
+                    tb = np.flatnonzero(test_bags)
+                    remap[tb] = np.arange(tb.size)
+                    scores[f, j] = _pseudo_log(bag.ybar[tb], bag.k[tb], f_t, remap[ids_t])
+        with np.errstate(invalid="ignore"):
+            return scores.mean(axis=0)
+
+    def predict(self, X):
+        """E[y | x]: the linear prediction (``squared``) or the probability (``log``)."""
+        check_is_fitted(self, "coef_")
+        X = validate_data(self, X, accept_sparse=["csr", "csc"], dtype=np.float64, reset=False)
+        eta = np.asarray(X @ self.coef_).ravel() + self.intercept_
+        return _sigmoid(eta) if self.loss == "log" else eta
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = True
+        return tags
+
+
+def aggregated_loss(y_true, y_pred, *, bags, loss="squared", noise_var=0.0) -> float:
+    """Estimate of the mean *instance* loss of ``y_pred`` from bag aggregates ``y_true`` (random bags).
+
+    Squared: DSQ, mean_a [k_a (r̄_a^2 - v_a) - (k_a - 1) r̂^2] with r̄_a the bag-mean residual.
+    Log: the mean log-loss against pseudo-labels y'_a = k_a (y~_a - p̂) + p̂. Both are unbiased for a
+    fixed predictor on held-out random bags. As a scorer:
+    ``make_scorer(aggregated_loss, greater_is_better=False).set_score_request(bags=True)``.
+
+    >>> import numpy as np
+    >>> aggregated_loss(np.array([1.0, 1.0, 3.0, 3.0]), np.array([1.0, 1.0, 3.0, 3.0]), bags=np.array([0, 0, 1, 1]))
+    0.0
+    """
+    if not isinstance(loss, str) or loss not in _LOSSES:
+        raise _bad("loss", "one of 'squared', 'log'", loss)
+    yt = np.asarray(y_true, dtype=np.float64)
+    yp = np.asarray(y_pred, dtype=np.float64)
+    ids, m = normalize_bags(bags)
+    if not (yt.shape == yp.shape == ids.shape):
+        raise ValueError(f"X, y and bags must have the same number of rows; got X: {yp.shape[0]}, y: {yt.shape[0]}, "
+                         f"bags: {ids.shape[0]}")
+    keep = ids >= 0
+    ids, yt, yp = ids[keep], yt[keep], yp[keep]
+    k = np.bincount(ids, minlength=m).astype(np.float64)
+    ybar = np.bincount(ids, weights=yt, minlength=m) / np.maximum(k, 1)
+    ok = k > 0
+    if loss == "squared":
+        fbar = np.bincount(ids, weights=yp, minlength=m) / np.maximum(k, 1)
+        v = np.broadcast_to(np.asarray(noise_var, dtype=np.float64), (m,))
+        return _dsq((ybar - fbar)[ok], k[ok], v[ok])
+    remap = np.cumsum(ok) - 1
+    return _pseudo_log(ybar[ok], k[ok], yp, remap[ids])
