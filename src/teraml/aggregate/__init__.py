@@ -1,9 +1,10 @@
 """Learning from aggregate responses (ICLR'24) and PriorBoost (ICML'24): bags and label-DP releases.
 
-Implemented so far: bag construction (:func:`make_bags`, random and optimal prior-sorted) and the
-label-DP release of bag means with per-row accounting (:class:`LabelDP`, :class:`Aggregator`,
-:class:`AggregateRelease`, :class:`PrivacyLedger`). The estimators (``AggregateRegressor``,
-``PriorBoost``) are not built yet.
+* :class:`AggregateRegressor`: linear / logistic models from bag aggregates, interpolating bag- and
+  instance-level losses (``rho``, or ``rho="auto"`` chosen from aggregates only);
+* :class:`PriorBoost`: adaptive prior-sorted bags that approach full-label quality;
+* :func:`make_bags`, :class:`LabelDP`, :class:`Aggregator` (with a per-row :class:`PrivacyLedger`),
+  :func:`suggest_bag_size`, :func:`aggregated_loss` (a scikit-learn scorer).
 
 >>> import numpy as np
 >>> from teraml.aggregate import Aggregator, LabelDP, make_bags
@@ -15,11 +16,14 @@ label-DP release of bag means with per-row accounting (:class:`LabelDP`, :class:
 """
 
 from teraml.aggregate.bags import make_bags
-from teraml.aggregate.estimators import AggregateRegressor, aggregated_loss
+from teraml.aggregate.estimators import AggregateRegressor, aggregated_loss, suggest_bag_size
+from teraml.aggregate.priorboost import PriorBoost
 from teraml.aggregate.privacy import AggregateRelease, Aggregator, LabelDP, PrivacyLedger, PrivacyWarning
 
 __all__ = [
     "AggregateRegressor",
+    "PriorBoost",
+    "suggest_bag_size",
     "aggregated_loss",
     "make_bags",
     "LabelDP",

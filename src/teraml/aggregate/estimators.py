@@ -447,3 +447,55 @@ def aggregated_loss(y_true, y_pred, *, bags, loss="squared", noise_var=0.0) -> f
         return _dsq((ybar - fbar)[ok], k[ok], v[ok])
     remap = np.cumsum(ok) - 1
     return _pseudo_log(ybar[ok], k[ok], yp, remap[ids])
+
+
+def suggest_bag_size(n_samples, n_features, *, epsilon, clip, snr=1.0, label_std=None, estimator="interpolating",
+                     ks=(1, 2, 4, 8, 16, 32, 64), mechanism="laplace", delta=None):
+    """The bag size with the smallest predicted excess risk under label DP: ``(k_star, risk)``.
+
+    Uses the isotropic-Gaussian risk formulas (derived in the spec, not the paper's): with label noise
+    ``sigma^2 = label_std^2 / (1 + snr)``, signal ``||theta||^2 = snr sigma^2``, bag-mean DP noise
+    variance ``v(k)`` and ``s^2 = sigma^2 + k v(k)``:
+
+    * bag-level: ``s^2 d / (n/k - d - 1)`` (inf when there are too few bags);
+    * instance-level: ``(1 - 1/k)^2 ||theta||^2 + s^2 d / (n k)``;
+    * interpolating: the smaller of the two (an upper bound for the tuned estimator).
+
+    ``risk`` is aligned with ``ks``; ties go to the smaller k. ``label_std`` defaults to Delta / 4.
+
+    >>> k, risk = suggest_bag_size(5000, 50, epsilon=0.5, clip=(-4, 4), label_std=2 ** 0.5, estimator="instance")
+    >>> k
+    8
+    """
+    from teraml.aggregate.privacy import LabelDP, _check_clip, _check_epsilon
+
+    n = n_samples
+    if isinstance(n, (bool, np.bool_)) or not isinstance(n, numbers.Integral) or n < 1:
+        raise ValueError(f"n_samples must be an int >= 1; got {n!r}")
+    d = n_features
+    if isinstance(d, (bool, np.bool_)) or not isinstance(d, numbers.Integral) or d < 1:
+        raise ValueError(f"n_features must be an int >= 1; got {d!r}")
+    _check_epsilon(epsilon)
+    lo, hi = _check_clip(clip)
+    if isinstance(snr, (bool, np.bool_)) or not isinstance(snr, numbers.Real) or not (math.isfinite(snr) and snr >= 0):
+        raise ValueError(f"snr must be a float >= 0; got {snr!r}")
+    if not isinstance(estimator, str) or estimator not in ("bag", "instance", "interpolating"):
+        raise ValueError(f"estimator must be one of 'bag', 'instance', 'interpolating'; got {estimator!r}")
+    mech = LabelDP(epsilon, (lo, hi), mechanism=mechanism, delta=delta)
+    ks_arr = np.asarray(ks)
+    if ks_arr.ndim != 1 or ks_arr.size == 0 or not np.issubdtype(ks_arr.dtype, np.integer) or (ks_arr < 1).any():
+        raise ValueError(f"ks must be a non-empty sequence of ints >= 1; got {ks!r}")
+    delta_range = hi - lo
+    std = delta_range / 4 if label_std is None else float(label_std)
+    if not (math.isfinite(std) and std > 0):
+        raise ValueError(f"label_std must be a float > 0 or None; got {label_std!r}")
+    sigma2 = std * std / (1 + snr)
+    theta2 = snr * sigma2
+    kf = ks_arr.astype(np.float64)
+    s2 = sigma2 + kf * mech.noise_var(kf)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        denom = n / kf - d - 1
+        bag = np.where(denom > 0, s2 * d / denom, np.inf)
+    inst = (1 - 1 / kf) ** 2 * theta2 + s2 * d / (n * kf)
+    risk = {"bag": bag, "instance": inst, "interpolating": np.minimum(bag, inst)}[estimator]
+    return int(ks_arr[int(np.argmin(risk))]), risk
