@@ -180,7 +180,7 @@ def test_c6_ledger_composition_and_statement():
 def test_release_values_and_clipping():
     y = np.array([1.0, 2.0, 3.0, 10.0, -7.0, 0.5])
     rel = Aggregator(y).release(np.array([5, 5, 9, 9, -1, 9]))
-    assert rel.bags.tolist() == [0, 0, 1, 1, -1, 1]
+    assert rel.bags.tolist() == [0, 0, 1, 1, -1, 1]  # ids 5 and 9 in sorted order
     assert rel.bag_means.tolist() == [1.5, 13.5 / 3] and rel.bag_sizes.tolist() == [2, 3]
     assert np.isnan(rel.y[4]) and rel.y[0] == 1.5
     assert rel.epsilon == math.inf and "no differential-privacy guarantee" in rel.privacy_statement()
@@ -237,7 +237,9 @@ def test_c7_noiseless_rounds_reveal_every_label():
 
 def test_normalize_bags_and_string_ids():
     ids, m = normalize_bags(np.array(["b", "a", "b", "c"]))
-    assert ids.tolist() == [0, 1, 0, 2] and m == 3
+    assert ids.tolist() == [1, 0, 1, 2] and m == 3
+    ids, m = normalize_bags(np.array([10**12, 5, 10**12]))  # sparse ids: the np.unique path
+    assert ids.tolist() == [1, 0, 1] and m == 2
     ids, m = normalize_bags(np.array([3.0, 3.0, -1.0]))
     assert ids.tolist() == [0, 0, -1] and m == 1
 
@@ -290,3 +292,10 @@ def test_generators():
         make_aggregate_regression(10, 0)
     with pytest.raises(ValueError, match="snr must be a float >= 0; got -1.0"):
         make_aggregate_regression(10, 2, snr=-1.0)
+
+
+def test_prior_bags_with_ties_use_the_stable_order():
+    s = np.array([1.0, 0.0, 1.0, 0.0, 1.0, 0.0])
+    ids = make_bags(2, method="prior", scores=s)
+    assert ids.tolist() == [1, 0, 2, 0, 2, 1]  # stable: equal scores keep their row order
+    assert np.array_equal(ids, make_bags(2, method="prior", scores=s.copy()))

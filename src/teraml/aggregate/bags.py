@@ -108,8 +108,12 @@ def make_bags(k, *, method="random", n_samples=None, scores=None, random_state=N
         raise ValueError(f"method='prior' needs scores of shape (n_samples,); got shape {s.shape} for n_samples={n_samples}")
     if k > n:
         raise ValueError(f"k must be <= n_samples ({n}); got k={k}")
-    order = np.argsort(s, kind="stable")
+    # a stable sort; quicksort is ~4x faster and equals it whenever no two scores tie
+    order = np.argsort(s)
     ss = s[order]
+    if np.any(ss[1:] == ss[:-1]):
+        order = np.argsort(s, kind="stable")
+        ss = s[order]
     m, r = n // k, n % k
     pos_bag = np.minimum(np.arange(n) // k, m - 1)      # big bag last
     if r and m > 1:

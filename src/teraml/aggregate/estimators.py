@@ -337,17 +337,18 @@ class AggregateRegressor(RegressorMixin, BaseEstimator):
         p = Z.shape[1]
         self.n_bags_ = int(m)
         self.rho_grid_ = grid if self.rho == "auto" else np.array([float(self.rho)])
+        totals = None
         if self.rho == "auto":
             if m < self.cv:
                 raise ValueError(f"rho='auto' needs at least cv={self.cv} bags; got {m}")
-            self.cv_scores_ = self._cv_scores(bag, grid, p)
+            self.cv_scores_, totals = self._cv_scores(bag, grid, p)
             self.rho_ = float(grid[int(np.argmin(self.cv_scores_))])
         else:
             self.rho_ = float(self.rho)
             self.cv_scores_ = None
         rho = self.rho_
         if self.loss == "squared":
-            G, GS, c, nb = self._stats(bag)
+            G, GS, c, nb = totals if totals is not None else self._stats(bag)
             if rho == 0 and self.alpha == 0 and nb <= p:
                 raise ValueError(f"rho=0 needs more bags ({nb}) than parameters ({p}); use rho > 0 or alpha > 0")
             theta = self._theta_squared(G, GS, c, rho, nb, p)
@@ -366,42 +367,58 @@ class AggregateRegressor(RegressorMixin, BaseEstimator):
         return self
 
     def _cv_scores(self, bag: _Bagged, grid, p):
+        """Mean held-out criterion per grid value over ``cv`` folds of whole bags; also returns the
+        full-data statistics (squared loss), so that the final refit costs no further pass over X."""
         rng = check_random_state("random_state", self.random_state)
         fold_of_bag = rng.permutation(np.arange(bag.m) % self.cv)
         scores = np.zeros((self.cv, grid.size))
+        totals = None
         if self.loss == "squared":
-            G_all, GS_all, c_all, _ = self._stats(bag)
-        for f in range(self.cv):
-            test_bags = fold_of_bag == f
-            if self.loss == "squared":
-                Gt, GSt, ct, nbt = self._stats(bag, test_bags)
-                G, GS, c = G_all - Gt, GS_all - GSt, c_all - ct
+            # one pass over the rows: per-fold Gram matrices of the rows sorted by fold
+            fold_row = fold_of_bag[bag.ids]
+            order = np.argsort(fold_row, kind="stable")
+            counts = np.bincount(fold_row, minlength=self.cv)
+            Zs = bag.Z[order]
+            zbar = bag.zbar()
+            kz = zbar * bag.k[:, None]
+            Gf, GSf, cf = [], [], []
+            start = 0
+            for f in range(self.cv):
+                Gf.append(_gram(Zs[start:start + counts[f]]))
+                start += counts[f]
+                fb = fold_of_bag == f
+                GSf.append(kz[fb].T @ zbar[fb])
+                cf.append((kz[fb] * bag.ybar[fb, None]).sum(axis=0))
+            G_all, GS_all, c_all = sum(Gf), sum(GSf), sum(cf)
+            totals = (G_all, GS_all, c_all, bag.m)
+            for f in range(self.cv):
+                test_bags = fold_of_bag == f
+                G, GS, c = G_all - Gf[f], GS_all - GSf[f], c_all - cf[f]
                 n_train = int((~test_bags).sum())
-                zbar_t = bag.zbar()[test_bags]
-                k_t = bag.k[test_bags]
-                y_t = bag.ybar[test_bags]
+                zbar_t, k_t, y_t = zbar[test_bags], bag.k[test_bags], bag.ybar[test_bags]
                 for j, rho in enumerate(grid):
                     theta = self._theta_squared(G, GS, c, rho, n_train, p)
                     if theta is None or not np.all(np.isfinite(theta)):
                         scores[f, j] = np.inf
                         continue
                     scores[f, j] = _dsq(y_t - zbar_t @ theta, k_t)
-            else:
+        else:
+            for f in range(self.cv):
+                test_bags = fold_of_bag == f
                 rows_train = ~test_bags[bag.ids]
                 rows_test = ~rows_train
-                theta = np.zeros(p)
-                theta, _ = self._theta_log(bag, 1.0, theta, rows_train)
+                theta, _ = self._theta_log(bag, 1.0, np.zeros(p), rows_train)
                 Zt = bag.Z[rows_test]
                 ids_t = bag.ids[rows_test]
+                tb = np.flatnonzero(test_bags)
+                remap = -np.ones(bag.m, dtype=np.int64)
+                remap[tb] = np.arange(tb.size)
                 for j in np.argsort(-grid):  # rho = 1 first, then warm starts as rho decreases
                     theta, _ = self._theta_log(bag, float(grid[j]), theta, rows_train)
                     f_t = _sigmoid(np.asarray(Zt @ theta).ravel())
-                    remap = -np.ones(bag.m, dtype=np.int64)
-                    tb = np.flatnonzero(test_bags)
-                    remap[tb] = np.arange(tb.size)
                     scores[f, j] = _pseudo_log(bag.ybar[tb], bag.k[tb], f_t, remap[ids_t])
         with np.errstate(invalid="ignore"):
-            return scores.mean(axis=0)
+            return scores.mean(axis=0), totals
 
     def predict(self, X):
         """E[y | x]: the linear prediction (``squared``) or the probability (``log``)."""

@@ -97,7 +97,8 @@ class PriorBoost(RegressorMixin, BaseEstimator):
     internal :class:`Aggregator`) and ``oracle`` (``oracle(bags)`` returns an
     :class:`AggregateRelease` or the m bag means, the latter counted as noiseless).
 
-    Attributes: ``estimator_``, ``prior_``, ``releases_``, ``ledger_``, ``privacy_spent_``, ``rounds_``
+    Attributes: ``estimator_``, ``prior_``, ``models_`` (the model fitted after each round),
+    ``releases_``, ``ledger_``, ``privacy_spent_``, ``rounds_``
     (per round: ``n_bags``, ``epsilon``, ``score_spread`` = the within-bag share of the variance of
     the model fitted after that round, over that round's bags).
     """
@@ -170,7 +171,7 @@ class PriorBoost(RegressorMixin, BaseEstimator):
             query = oracle
             ledger = oracle.ledger if isinstance(oracle, Aggregator) else PrivacyLedger(n)
         base = self.estimator if self.estimator is not None else AggregateRegressor(rho=1.0)
-        releases, rounds = [], []
+        releases, rounds, models = [], [], []
         prior = None
         from tqdm.auto import tqdm
 
@@ -205,6 +206,7 @@ class PriorBoost(RegressorMixin, BaseEstimator):
                     fit_bags, fit_y = _combine(releases[1:])
                 model = clone(base).fit(X, fit_y, bags=fit_bags)
                 self.estimator_ = model
+            models.append(model)
             share = _within_share(np.asarray(model.predict(X)), rel.bags)
             rounds.append({"round": t + 1, "n_bags": int(rel.bag_sizes.size), "epsilon": rel.epsilon,
                            "score_spread": share})
@@ -213,6 +215,7 @@ class PriorBoost(RegressorMixin, BaseEstimator):
         self.prior_ = prior
         self.releases_ = releases
         self.rounds_ = rounds
+        self.models_ = models
         self.ledger_ = ledger
         self.privacy_spent_ = ledger.total()
         return self

@@ -168,10 +168,10 @@ class LabelDP:
 
 
 def normalize_bags(bags, n: int | None = None) -> tuple[np.ndarray, int]:
-    """Map bag ids (ints >= 0 or strings; -1 leaves a row out) to 0..m-1 in order of first appearance.
+    """Map bag ids (ints >= 0 or strings; -1 leaves a row out) to 0..m-1 in sorted id order (O(n) for ints).
 
     >>> normalize_bags(np.array([7, 7, -1, 3]))
-    (array([ 0,  0, -1,  1]), 2)
+    (array([ 1,  1, -1,  0]), 2)
     """
     b = np.asarray(bags)
     if b.ndim != 1:
@@ -180,10 +180,8 @@ def normalize_bags(bags, n: int | None = None) -> tuple[np.ndarray, int]:
         raise ValueError(f"bags must have one id per row ({n}); got {b.shape[0]}")
     if b.dtype.kind in "US" or b.dtype == object:
         vals = b.astype(str) if b.dtype != object else np.array([str(x) for x in b])
-        uniq, first, inv = np.unique(vals, return_index=True, return_inverse=True)
-        rank = np.empty(uniq.size, dtype=np.int64)
-        rank[np.argsort(first, kind="stable")] = np.arange(uniq.size)
-        return rank[inv].astype(np.int64), int(uniq.size)
+        uniq, inv = np.unique(vals, return_inverse=True)
+        return inv.astype(np.int64), int(uniq.size)
     if b.dtype.kind == "f":
         if not np.all(np.isfinite(b)) or np.any(b != np.round(b)):
             bad = float(b[~np.isfinite(b) | (b != np.round(b))][0])
@@ -191,17 +189,21 @@ def normalize_bags(bags, n: int | None = None) -> tuple[np.ndarray, int]:
         b = b.astype(np.int64)
     elif b.dtype.kind not in "iu":
         raise ValueError(f"bags must hold integer or string ids (>= 0, or -1 to leave a row out); got {bags!r}")
-    b = b.astype(np.int64)
-    if np.any(b < -1):
+    b = b.astype(np.int64, copy=False)
+    if b.size and b.min() < -1:
         raise ValueError(f"bags must hold integer or string ids (>= 0, or -1 to leave a row out); got {int(b[b < -1][0])!r}")
     keep = b >= 0
     if not keep.any():
         return np.full(b.shape, -1, dtype=np.int64), 0
-    uniq, first, inv = np.unique(b[keep], return_index=True, return_inverse=True)
-    rank = np.empty(uniq.size, dtype=np.int64)
-    rank[np.argsort(first, kind="stable")] = np.arange(uniq.size)
+    top = int(b.max())
+    if top <= 4 * b.size + 1024:  # O(n): relabel through a presence table
+        present = np.bincount(b[keep], minlength=top + 1) > 0
+        rank = np.cumsum(present) - 1
+        out = np.where(keep, rank[np.maximum(b, 0)], -1).astype(np.int64)
+        return out, int(present.sum())
+    uniq, inv = np.unique(b[keep], return_inverse=True)
     out = np.full(b.shape, -1, dtype=np.int64)
-    out[keep] = rank[inv]
+    out[keep] = inv
     return out, int(uniq.size)
 
 
