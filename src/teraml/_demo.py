@@ -26,6 +26,7 @@ REGISTRY: list[tuple[str, str]] = [
     ("datasets", "teraml.datasets._demo:run"),
     ("tinylm", "teraml.models._demo:run"),
     ("hyperattention", "teraml.attention._bench:demo"),
+    ("aggregate", "teraml.aggregate._bench:demo"),
 ]
 
 

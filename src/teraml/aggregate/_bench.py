@@ -14,9 +14,14 @@ from typing import Any
 import numpy as np
 
 from teraml._demo import DemoContext, DemoSection, SummaryRow
-from teraml.aggregate import AggregateRegressor, Aggregator, LabelDP, PriorBoost, PrivacyWarning, make_bags
+from teraml.aggregate import AggregateRegressor, Aggregator, LabelDP, PriorBoost, make_bags
 from teraml.aggregate._baselines import LLPEM, easyllp_fit, feature_kmeans_bags
-from teraml.datasets import load_breast_cancer, load_diabetes, make_aggregate_classification, make_aggregate_regression
+from teraml.datasets import (
+    load_breast_cancer,
+    load_diabetes,
+    make_aggregate_classification,
+    make_aggregate_regression,
+)
 
 
 def _check(cid, criterion, ours, baseline, ratio, threshold, passed):
@@ -346,8 +351,8 @@ def _best(fn, repeats=3):
 
 
 def speed_suite(*, quick=False) -> dict:
-    from threadpoolctl import threadpool_limits
     from sklearn.linear_model import LinearRegression, LogisticRegression
+    from threadpoolctl import threadpool_limits
 
     checks, rows = [], []
     with threadpool_limits(1):

@@ -102,22 +102,59 @@ class _Bagged:
 
     def zbar(self, Z=None):
         Z = self.Z if Z is None else Z
-        sums = self.S @ Z
-        sums = sums.toarray() if sp.issparse(sums) else np.asarray(sums)
-        return sums / self.k[:, None]
+        return Z.sums(self.S) / self.k[:, None]
+
+
+class _Design:
+    """The design [X, 1] (or X) without materialising the ones column: products, Gram, bag sums."""
+
+    def __init__(self, X, intercept: bool):
+        self.X, self.intercept = X, bool(intercept)
+        self.d = X.shape[1]
+        self.shape = (X.shape[0], self.d + int(self.intercept))
+
+    def __getitem__(self, rows):
+        return _Design(self.X[rows], self.intercept)
+
+    def __matmul__(self, theta):
+        out = np.asarray(self.X @ theta[: self.d]).ravel()
+        return out + theta[self.d] if self.intercept else out
+
+    matvec = __matmul__
+
+    def rmatvec(self, g):
+        xt = np.asarray(self.X.T @ g).ravel()
+        return np.concatenate([xt, [g.sum()]]) if self.intercept else xt
+
+    def gram(self):
+        X = self.X
+        G = X.T @ X
+        G = G.toarray() if sp.issparse(G) else np.asarray(G)
+        if not self.intercept:
+            return G
+        col = np.asarray(X.sum(axis=0)).ravel()
+        out = np.empty((self.d + 1, self.d + 1))
+        out[: self.d, : self.d] = G
+        out[: self.d, self.d] = col
+        out[self.d, : self.d] = col
+        out[self.d, self.d] = X.shape[0]
+        return out
+
+    def sums(self, S):
+        """S @ [X, 1] for a sparse (groups x rows) indicator S, dense."""
+        sx = S @ self.X
+        sx = sx.toarray() if sp.issparse(sx) else np.asarray(sx)
+        if not self.intercept:
+            return sx
+        return np.hstack([sx, np.asarray(S.sum(axis=1)).reshape(-1, 1)])
 
 
 def _design(X, fit_intercept):
-    if sp.issparse(X):
-        Z = sp.hstack([X, np.ones((X.shape[0], 1))], format="csr") if fit_intercept else sp.csr_matrix(X)
-    else:
-        Z = np.hstack([X, np.ones((X.shape[0], 1))]) if fit_intercept else np.asarray(X, dtype=np.float64)
-    return Z
+    return _Design(X, fit_intercept)
 
 
 def _gram(Z):
-    G = Z.T @ Z
-    return G.toarray() if sp.issparse(G) else np.asarray(G)
+    return Z.gram()
 
 
 def _solve(A, c, stacked=None):
@@ -268,7 +305,7 @@ class AggregateRegressor(RegressorMixin, BaseEstimator):
         G = _gram(Z)
         S = sp.csr_matrix((np.ones(ids_r.size), (ids_r, np.arange(ids_r.size))), shape=(bag.m, ids_r.size))
         k = np.asarray(S.sum(axis=1)).ravel()
-        sums = np.asarray(S @ Z) if not sp.issparse(Z) else np.asarray((S @ Z).toarray())
+        sums = Z.sums(S)
         ok = k > 0
         zbar = np.zeros_like(sums)
         zbar[ok] = sums[ok] / k[ok, None]
@@ -305,8 +342,7 @@ class AggregateRegressor(RegressorMixin, BaseEstimator):
         alpha = self.alpha
 
         def fun(theta):
-            eta = Z @ theta
-            f = _sigmoid(np.asarray(eta).ravel())
+            f = _sigmoid(Z.matvec(theta))
             val = 0.0
             grad_eta = np.zeros_like(f)
             if rho > 0:
@@ -320,11 +356,17 @@ class AggregateRegressor(RegressorMixin, BaseEstimator):
                 dfb = np.where(ok, (fb - yb) / (fb * (1 - fb)), 0.0)        # d l / d fbar
                 grad_eta += (1 - rho) * dfb[ids] * f * (1 - f)             # k_a * (1/k_a) cancels
             val += alpha * float((pen * theta * theta).sum())
-            grad = np.asarray(Z.T @ grad_eta).ravel() + 2 * alpha * pen * theta
+            grad = Z.rmatvec(grad_eta) + 2 * alpha * pen * theta
             return val, grad
 
-        res = scipy.optimize.minimize(fun, theta0, jac=True, method="L-BFGS-B",
-                                      options={"maxiter": self.max_iter, "gtol": self.tol, "ftol": 1e-15})
+        n_rows = max(1, Z.shape[0])
+
+        def fun_mean(theta):  # the same minimiser, on the scale of a mean loss (tolerances are relative)
+            v, g = fun(theta)
+            return v / n_rows, g / n_rows
+
+        res = scipy.optimize.minimize(fun_mean, theta0, jac=True, method="L-BFGS-B",
+                                      options={"maxiter": self.max_iter, "gtol": self.tol, "ftol": 1e-13})
         return res.x, int(res.nit)
 
     # ----------------------------------------------------------------------------------- fit / predict
@@ -415,7 +457,7 @@ class AggregateRegressor(RegressorMixin, BaseEstimator):
                 remap[tb] = np.arange(tb.size)
                 for j in np.argsort(-grid):  # rho = 1 first, then warm starts as rho decreases
                     theta, _ = self._theta_log(bag, float(grid[j]), theta, rows_train)
-                    f_t = _sigmoid(np.asarray(Zt @ theta).ravel())
+                    f_t = _sigmoid(Zt.matvec(theta))
                     scores[f, j] = _pseudo_log(bag.ybar[tb], bag.k[tb], f_t, remap[ids_t])
         with np.errstate(invalid="ignore"):
             return scores.mean(axis=0), totals

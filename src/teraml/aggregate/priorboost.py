@@ -51,17 +51,22 @@ def _check_pos_int(name, v):
 
 
 def _within_share(scores, bags):
-    """Within-bag share of the variance of ``scores`` over the bagged rows."""
+    """Within-bag share of the variance of ``scores``: the mean within-bag variance (ddof 1 per bag,
+    pooled) over the total variance (ddof 1). About 1 for random bags, 0 for bags sorted by the scores."""
     keep = bags >= 0
     s, b = scores[keep], bags[keep]
-    if s.size < 2:
+    n = s.size
+    if n < 2:
         return float("nan")
-    total = float(((s - s.mean()) ** 2).sum())
+    total = float(((s - s.mean()) ** 2).sum()) / (n - 1)
     if total <= 0:
         return 0.0
     k = np.bincount(b).astype(np.float64)
     sums = np.bincount(b, weights=s)
-    within = float((s * s).sum() - (sums[k > 0] ** 2 / k[k > 0]).sum())
+    m = int((k > 0).sum())
+    if n - m <= 0:
+        return 0.0
+    within = float((s * s).sum() - (sums[k > 0] ** 2 / k[k > 0]).sum()) / (n - m)
     return max(0.0, within) / total
 
 
