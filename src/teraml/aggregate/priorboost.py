@@ -9,8 +9,11 @@ priors are post-processing, so label DP composes over the releases a row takes p
 * ``resample="full"``: all rows every round: cost T * epsilon, and without noise the labels can be
   solved for from the stacked bag sums (refused unless ``allow_reaggregation=True``).
 
-The paper's exact loop is unverified; both variants ship. The prior is fitted with ``rho=prior_rho``
-(default 0.1: an event-level prior corrects only about 1/k of its direction error per round).
+The paper's exact loop is unverified; both variants ship. Priors fitted on curated bags use
+``rho=prior_rho`` (default 0.1: an event-level prior corrects only about 1/k of its direction error
+per round). The first prior sees random bags only, where ``rho="auto"`` is unbiased, so its rho is
+chosen from the aggregates (with few bags per feature, as in ``disjoint`` chunks, a near bag-level
+prior is far better: d=20, k=20, T=4 went from 1.51x to 1.19x the full-label MSE).
 
 >>> import numpy as np
 >>> from teraml.aggregate import LabelDP, PriorBoost
@@ -68,6 +71,10 @@ def _within_share(scores, bags):
         return 0.0
     within = float((s * s).sum() - (sums[k > 0] ** 2 / k[k > 0]).sum()) / (n - m)
     return max(0.0, within) / total
+
+
+def _n_bags(bags):
+    return int(np.unique(bags[bags >= 0]).size)
 
 
 def _combine(releases):
@@ -204,7 +211,11 @@ class PriorBoost(RegressorMixin, BaseEstimator):
             else:
                 fit_bags, fit_y = _combine(releases)
             if t < T - 1:
-                prior = clone(base).set_params(rho=self.prior_rho).fit(X, fit_y, bags=fit_bags)
+                # The first prior sees random bags only, where rho='auto' is unbiased: let the data choose
+                # (with few bags per feature a bag-level prior is far better than rho=prior_rho). Later
+                # priors see curated bags, on which the criterion is biased: use prior_rho there.
+                rho_t = "auto" if (t == 0 and _n_bags(fit_bags) >= 2 * getattr(base, "cv", 5)) else self.prior_rho
+                prior = clone(base).set_params(rho=rho_t).fit(X, fit_y, bags=fit_bags)
                 model = prior
             else:
                 if self.resample == "disjoint" and T > 1:
