@@ -38,6 +38,18 @@ def _check(rho, loss, reduction):
         raise ValueError(f"reduction must be one of 'mean', 'sum'; got {reduction!r}")
 
 
+def _bag_index(bags):
+    """Bag ids as an index into a table: used directly when they are small non-negative ints (no sort)."""
+    if bags.numel() == 0:
+        return bags.long(), 0
+    lo, hi = torch.aminmax(bags)
+    lo, hi = int(lo), int(hi)
+    if lo >= 0 and hi < 2 * bags.numel() + 1024 and not bags.is_floating_point():
+        return bags.long(), hi + 1
+    _, ids = torch.unique(bags, return_inverse=True)
+    return ids, int(ids.max()) + 1
+
+
 def interpolated_bag_loss(input, target, bags, *, rho=1.0, loss="squared", reduction="mean"):
     """``(1 - rho) sum_a k_a l(y~_a, f̄_a) + rho sum_i l(y~_a(i), f_i)`` on one minibatch.
 
@@ -53,9 +65,6 @@ def interpolated_bag_loss(input, target, bags, *, rho=1.0, loss="squared", reduc
     if input.shape != target.shape or input.ndim != 1 or bags.shape != input.shape:
         raise ValueError(f"input, target and bags must be 1-D of the same length; got {tuple(input.shape)}, "
                          f"{tuple(target.shape)}, {tuple(bags.shape)}")
-    _, ids = torch.unique(bags, return_inverse=True)
-    m = int(ids.max()) + 1 if ids.numel() else 0
-    k = torch.zeros(m, dtype=input.dtype, device=input.device).index_add_(0, ids, torch.ones_like(input))
     f = input if loss == "squared" else torch.sigmoid(input)
     total = input.new_zeros(())
     if rho > 0:
@@ -65,8 +74,11 @@ def interpolated_bag_loss(input, target, bags, *, rho=1.0, loss="squared", reduc
             inst = F.binary_cross_entropy_with_logits(input, target, reduction="sum")
         total = total + rho * inst
     if rho < 1:
-        fbar = torch.zeros(m, dtype=f.dtype, device=f.device).index_add_(0, ids, f) / k
-        ybar = torch.zeros(m, dtype=target.dtype, device=target.device).index_add_(0, ids, target) / k
+        ids, m = _bag_index(bags)
+        k = torch.zeros(m, dtype=input.dtype, device=input.device).index_add_(0, ids, torch.ones_like(input))
+        kk = k.clamp(min=1)  # ids with no rows contribute k = 0
+        fbar = torch.zeros(m, dtype=f.dtype, device=f.device).index_add_(0, ids, f) / kk
+        ybar = torch.zeros(m, dtype=target.dtype, device=target.device).index_add_(0, ids, target) / kk
         if loss == "squared":
             bag = (k * (ybar - fbar).pow(2)).sum()
         else:
