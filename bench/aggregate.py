@@ -14,7 +14,7 @@ import matplotlib
 matplotlib.use("Agg")
 
 from teraml.aggregate import _bench  # noqa: E402
-from teraml.report import bench_parser, section_from_demo, write_bench  # noqa: E402
+from teraml.report import bench_parser, format_checks, section_from_demo, write_bench  # noqa: E402
 
 
 def main() -> int:
@@ -23,12 +23,7 @@ def main() -> int:
     res = section.results
     jpath, hpath = write_bench("aggregate", res, sections=[section_from_demo(section)], out_dir=args.out)
     checks = [c for part in ("p1", "dp", "priorboost", "logistic", "speed") for c in res[part]["checks"]]
-    width = max(len(c["criterion"]) for c in checks)
-    for c in checks:
-        verdict = "PASS" if c["pass"] else ("----" if c["pass"] is None else "FAIL")
-        ratio = "" if c["ratio"] is None else f"ratio {c['ratio']:.4g}"
-        ours = c["ours"] if not isinstance(c["ours"], float) else f"{c['ours']:.4g}"
-        print(f"{verdict}  {c['id']:<3} {c['criterion']:<{width}}  ours {ours}  {ratio}  ({c['threshold']})")
+    print(format_checks(checks))
     print(f"results: {jpath}\nreport: {hpath}")
     return 0 if all(c["pass"] is not False for c in checks) else 1
 

@@ -15,7 +15,7 @@ import matplotlib
 matplotlib.use("Agg")
 
 from teraml.attention import _bench  # noqa: E402
-from teraml.report import bench_parser, section_from_demo, write_bench  # noqa: E402
+from teraml.report import bench_parser, format_checks, section_from_demo, write_bench  # noqa: E402
 
 
 def main() -> int:
@@ -26,12 +26,7 @@ def main() -> int:
     res = section.results
     jpath, hpath = write_bench("hyperattention", res, sections=[section_from_demo(section)], out_dir=args.out)
     checks = [c for part in ("quality", "speed", "lm") for c in res[part]["checks"]]
-    width = max(len(c["criterion"]) for c in checks)
-    for c in checks:
-        verdict = "PASS" if c["pass"] else ("----" if c["pass"] is None else "FAIL")
-        ratio = "" if c["ratio"] is None else f"ratio {c['ratio']:.4g}"
-        ours = c["ours"] if not isinstance(c["ours"], float) else f"{c['ours']:.4g}"
-        print(f"{verdict}  {c['id']:<3} {c['criterion']:<{width}}  ours {ours}  {ratio}  ({c['threshold']})")
+    print(format_checks(checks))
     print(f"results: {jpath}\nreport: {hpath}")
     return 0 if all(c["pass"] is not False for c in checks) else 1
 

@@ -11,13 +11,13 @@ unpadded prefill), no dropout, equal query and key lengths above ``min_seq_len``
 cache, padded batches, chunked prefill, short inputs) runs transformers' own SDPA forward, identical
 to ``"sdpa"``.
 
-Example
--------
->>> from teraml.attention import register_hyper_attention       # doctest: +SKIP
->>> reg = register_hyper_attention(layers=2)                   # the last two layers, as in the paper
->>> model.set_attn_implementation(reg.name)                    # any transformers decoder
->>> model(input_ids).logits                                    # long prefill: HyperAttention
->>> reg.counts                                                 # {'hyper': 2, 'exact': ...}
+Example::
+
+    from teraml.attention import register_hyper_attention
+    reg = register_hyper_attention(layers=2)      # the last two layers, as in the paper
+    model.set_attn_implementation(reg.name)       # any transformers decoder
+    model(input_ids).logits                       # long prefill: HyperAttention
+    reg.counts                                    # {'hyper': 2, 'exact': ...}
 """
 
 from __future__ import annotations

@@ -36,7 +36,8 @@ import numpy as np
 
 from teraml._validation import type_name
 
-__all__ = ["Report", "Section", "to_jsonable", "write_json", "write_bench", "format_value", "bench_parser", "section_from_demo"]
+__all__ = ["Report", "Section", "to_jsonable", "write_json", "write_bench", "format_value", "bench_parser", "section_from_demo",
+           "format_checks"]
 
 
 def to_jsonable(obj: Any) -> Any:
@@ -267,6 +268,25 @@ def section_from_demo(demo) -> Section:
     for caption, fig in demo.figures:
         sec.figure(caption, fig)
     return sec
+
+
+def format_checks(checks) -> str:
+    """One line per acceptance check (dicts with id, criterion, ours, ratio, threshold, pass).
+
+    >>> print(format_checks([{"id": "S1", "criterion": "speed-up", "ours": 0.5, "ratio": 3.0, "threshold": ">= 2",
+    ...                       "pass": True}]))
+    PASS  S1  speed-up  ours 0.5  ratio 3  (>= 2)
+    """
+    if not checks:
+        return ""
+    width = max(len(c["criterion"]) for c in checks)
+    lines = []
+    for c in checks:
+        verdict = "PASS" if c["pass"] else ("----" if c["pass"] is None else "FAIL")
+        ratio = "" if c.get("ratio") is None else f"ratio {c['ratio']:.4g}"
+        ours = c["ours"] if not isinstance(c["ours"], float) else f"{c['ours']:.4g}"
+        lines.append(f"{verdict}  {c['id']:<3} {c['criterion']:<{width}}  ours {ours}  {ratio}  ({c['threshold']})")
+    return "\n".join(lines)
 
 
 def bench_parser(description: str):
