@@ -1,0 +1,140 @@
+"""Dendrograms of graph HAC: merges, flat clusterings, scipy linkage export.
+
+Merge ``i`` joins nodes ``left[i]`` and ``right[i]`` (leaves are ``0..n-1``, merge ``i`` creates node
+``n + i``; children precede parents) at average-linkage *similarity* ``similarity[i]``. A graph HAC
+stops when no pair is similar enough, so the result may be a forest (fewer than n - 1 merges), and a
+(1+eps)-approximate dendrogram may be non-monotone by up to (1+eps).
+
+>>> d = Dendrogram(4, [0, 2, 4], [1, 3, 5], [0.9, 0.8, 0.1])
+>>> d.flatten(0.5).tolist(), d.cut(1).tolist()
+([0, 0, 1, 1], [0, 0, 0, 0])
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+
+__all__ = ["Dendrogram"]
+
+
+class Dendrogram:
+    """Merges of a hierarchical clustering: ``left``, ``right``, ``similarity``, ``size``, ``round``."""
+
+    def __init__(self, n_leaves, left, right, similarity, size=None, round=None, node_ids=None):
+        self.n_leaves = int(n_leaves)
+        self.left = np.asarray(left, dtype=np.int64)
+        self.right = np.asarray(right, dtype=np.int64)
+        self.similarity = np.asarray(similarity, dtype=np.float64)
+        m = self.left.size
+        if not (self.right.size == m == self.similarity.size) or m > max(0, self.n_leaves - 1):
+            raise ValueError(f"left, right and similarity must have the same length <= n_leaves - 1; got "
+                             f"{self.left.size}, {self.right.size}, {self.similarity.size} for {self.n_leaves} leaves")
+        if size is None:
+            sz = np.ones(self.n_leaves + m, dtype=np.int64)
+            for i in range(m):
+                sz[self.n_leaves + i] = sz[self.left[i]] + sz[self.right[i]]
+            size = sz[self.n_leaves:]
+        self.size = np.asarray(size, dtype=np.int64)
+        self.round = np.full(m, -1, dtype=np.int32) if round is None else np.asarray(round, dtype=np.int32)
+        self.node_ids = np.arange(self.n_leaves) if node_ids is None else np.asarray(node_ids)
+
+    @property
+    def n_merges(self) -> int:
+        return int(self.left.size)
+
+    def __repr__(self) -> str:
+        return f"Dendrogram(n_leaves={self.n_leaves}, n_merges={self.n_merges})"
+
+    def _labels_from_top(self, top: np.ndarray) -> np.ndarray:
+        """Relabel per-leaf cluster roots to 0..k-1 ordered by each cluster's smallest leaf."""
+        _, first, inv = np.unique(top, return_index=True, return_inverse=True)
+        order = np.argsort(np.argsort(first, kind="stable"), kind="stable")
+        return order[inv].astype(np.int64)
+
+    def flatten(self, threshold) -> np.ndarray:
+        """Flat clusters at ``threshold``: each leaf goes to its highest ancestor with similarity >= threshold.
+
+        This is subtree semantics, right for non-monotone trees (a union-find over merges >= t, or scipy's
+        ``fcluster(..., "distance")``, differ there). Labels are 0..k-1 ordered by smallest leaf.
+        """
+        t = float(threshold)
+        n, m = self.n_leaves, self.n_merges
+        top = np.full(n + m, -1, dtype=np.int64)  # the highest qualifying ancestor seen from above
+        for i in range(m - 1, -1, -1):
+            c = n + i
+            anc = top[c] if top[c] >= 0 else (c if self.similarity[i] >= t else -1)
+            top[self.left[i]] = anc
+            top[self.right[i]] = anc
+        leaves = top[:n]
+        leaves = np.where(leaves >= 0, leaves, np.arange(n))
+        return self._labels_from_top(leaves)
+
+    def n_components(self) -> int:
+        return self.n_leaves - self.n_merges
+
+    def cut(self, n_clusters) -> np.ndarray:
+        """The flat clustering at the largest merge similarity that gives at most ``n_clusters`` clusters."""
+        k = int(n_clusters)
+        if k < 1:
+            raise ValueError(f"n_clusters must be an int >= 1, got {n_clusters!r}")
+        if self.n_components() > k:
+            warnings.warn(f"the dendrogram is a forest of {self.n_components()} trees, more than n_clusters={k}; "
+                          "returning its components", UserWarning, stacklevel=2)
+            return self.flatten(-np.inf)
+        for t in np.unique(self.similarity)[::-1]:
+            labels = self.flatten(t)
+            if labels.max() + 1 <= k:
+                return labels
+        return self.flatten(-np.inf)
+
+    def is_monotone(self) -> bool:
+        """True iff no merge is more similar than a merge below it."""
+        n = self.n_leaves
+        for i in range(self.n_merges):
+            for ch in (self.left[i], self.right[i]):
+                if ch >= n and self.similarity[ch - n] < self.similarity[i]:
+                    return False
+        return True
+
+    def to_linkage(self, transform="one_minus") -> np.ndarray:
+        """A scipy linkage matrix (n - 1, 4) with distance ``1 - w`` (or ``1/w`` with ``"reciprocal"``).
+
+        A forest is completed by filler merges at (max distance + 1).
+        """
+        if transform not in ("one_minus", "reciprocal"):
+            raise ValueError(f"transform must be 'one_minus' or 'reciprocal', got {transform!r}")
+        if transform == "one_minus" and self.n_merges and self.similarity.max() > 1:
+            raise ValueError("similarities exceed 1: use transform='reciprocal'")
+        if not self.is_monotone():
+            warnings.warn("the dendrogram is not monotone; scipy may draw it with crossings", UserWarning, stacklevel=2)
+        dist = (1.0 - self.similarity) if transform == "one_minus" else 1.0 / self.similarity
+        n, m = self.n_leaves, self.n_merges
+        Z = np.zeros((max(0, n - 1), 4))
+        Z[:m, 0], Z[:m, 1], Z[:m, 2], Z[:m, 3] = self.left, self.right, dist, self.size
+        # filler merges join the remaining roots
+        has_parent = np.zeros(n + max(0, n - 1), dtype=bool)
+        has_parent[self.left] = True
+        has_parent[self.right] = True
+        roots = [r for r in range(n + m) if not has_parent[r]]
+        sizes = np.concatenate([np.ones(n, dtype=np.int64), self.size, np.zeros(max(0, n - 1 - m), dtype=np.int64)])
+        filler = (dist.max() if m else 0.0) + 1.0
+        i = m
+        while len(roots) > 1:
+            a, b = roots[0], roots[1]
+            Z[i] = (a, b, filler, sizes[a] + sizes[b])
+            sizes[n + i] = sizes[a] + sizes[b]
+            roots = roots[2:] + [n + i]
+            i += 1
+        return Z
+
+    def save(self, path) -> None:
+        """Save as ``.npz``."""
+        np.savez(path, n_leaves=self.n_leaves, left=self.left, right=self.right, similarity=self.similarity,
+                 size=self.size, round=self.round, node_ids=self.node_ids)
+
+    @classmethod
+    def load(cls, path) -> Dendrogram:
+        z = np.load(path, allow_pickle=False)
+        return cls(int(z["n_leaves"]), z["left"], z["right"], z["similarity"], z["size"], z["round"], z["node_ids"])

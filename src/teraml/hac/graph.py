@@ -1,0 +1,317 @@
+"""Weighted similarity graphs for hierarchical clustering: construction, cleaning, k-NN, I/O.
+
+A :class:`Graph` is undirected with each edge stored once, ``src < dst`` as dense int64 ids
+``0..n-1`` and float64 weights > 0; a missing pair has similarity 0. Original node ids (ints or
+strings) are kept in ``node_ids`` (ascending) and every output maps back to them. Cleaning drops
+self-loops and zero weights (one warning with the counts), merges duplicate rows naming one pair
+(``duplicates="max"``, ``"sum"`` or ``"error"``) and reports what it did in ``report``.
+
+>>> import numpy as np
+>>> g = Graph.from_edges([10, 20, 20, 30], [20, 10, 30, 30], [0.5, 0.7, 0.2, 1.0])
+>>> g.n_nodes, g.src.tolist(), g.dst.tolist(), g.weight.tolist(), g.node_ids.tolist()
+(3, [0, 1], [1, 2], [0.7, 0.2], [10, 20, 30])
+"""
+
+from __future__ import annotations
+
+import csv
+import numbers
+import warnings
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+
+from teraml._validation import type_name
+
+__all__ = ["Graph"]
+
+_DUPLICATES = ("max", "sum", "error")
+
+
+def _first_row(mask) -> int:
+    return int(np.flatnonzero(mask)[0])
+
+
+def _check_weights(weight) -> np.ndarray:
+    w = np.asarray(weight)
+    if w.dtype == object:
+        missing = np.array([x is None or (isinstance(x, float) and np.isnan(x)) for x in w])
+        if missing.any():
+            raise ValueError(f"weight has {int(missing.sum())} missing values (first at row {_first_row(missing)})")
+        try:
+            w = w.astype(np.float64)
+        except (TypeError, ValueError):
+            raise TypeError(f"weight must be numeric, got dtype {w.dtype}") from None
+    if not (np.issubdtype(w.dtype, np.number) or w.dtype == np.bool_):
+        raise TypeError(f"weight must be numeric, got dtype {'string' if w.dtype.kind in 'US' else w.dtype}")
+    w = w.astype(np.float64)
+    bad = ~np.isfinite(w)
+    if bad.any():
+        raise ValueError(f"weight must be finite; found {int(bad.sum())} NaN/inf values (first at row {_first_row(bad)})")
+    neg = w < 0
+    if neg.any():
+        raise ValueError(f"weight must be >= 0 (0 means no edge); found {int(neg.sum())} negative values, "
+                         f"min {w.min():g} (first at row {_first_row(neg)})")
+    return w
+
+
+def _node_index(src, dst, n_nodes):
+    """Dense ids for the endpoint arrays; returns (src_idx, dst_idx, node_ids)."""
+    s, d = np.asarray(src), np.asarray(dst)
+    if s.shape != d.shape or s.ndim != 1:
+        raise ValueError(f"src and dst must be 1-D of the same length; got shapes {s.shape} and {d.shape}")
+    both = np.concatenate([s, d])
+    if both.dtype.kind in "iu":
+        ids = both.astype(np.int64)
+    elif both.dtype.kind == "f":
+        frac = both[both != np.round(both)] if both.size else both
+        if frac.size or not np.all(np.isfinite(both)):
+            v = float(frac[0] if frac.size else both[~np.isfinite(both)][0])
+            raise TypeError(f"node ids must be all integers or all strings, got float {v!r}")
+        ids = both.astype(np.int64)
+    elif both.dtype.kind in "US" or both.dtype == object:
+        kinds = {type(x) for x in both.tolist()}
+        if kinds <= {str}:
+            ids = both.astype(str)
+        elif kinds <= {int}:
+            ids = both.astype(np.int64)
+        else:
+            bad = next(x for x in both.tolist() if not isinstance(x, str))
+            raise TypeError(f"node ids must be all integers or all strings, got {type(bad).__name__} {bad!r}")
+    else:
+        raise TypeError(f"node ids must be all integers or all strings, got dtype {both.dtype}")
+    if n_nodes is not None:
+        if isinstance(n_nodes, (bool, np.bool_)) or not isinstance(n_nodes, numbers.Integral) or n_nodes < 1:
+            raise ValueError(f"n_nodes must be an int >= 1, got {n_nodes!r}")
+        if ids.dtype.kind != "i":
+            raise TypeError("node ids must be integers when n_nodes is given")
+        if ids.size and (ids.min() < 0 or ids.max() >= n_nodes):
+            raise ValueError(f"node ids must be in [0, n_nodes={n_nodes}), got {'max ' + str(ids.max()) if ids.max() >= n_nodes else 'min ' + str(ids.min())}")
+        node_ids = np.arange(n_nodes, dtype=np.int64)
+        idx = ids
+    else:
+        node_ids, idx = np.unique(ids, return_inverse=True)
+    n = s.size
+    return idx[:n].astype(np.int64), idx[n:].astype(np.int64), node_ids
+
+
+class Graph:
+    """An undirected weighted similarity graph (see the module docstring).
+
+    Attributes: ``n_nodes``, ``src``, ``dst`` (int64, ``src < dst``), ``weight`` (float64 > 0),
+    ``node_ids`` (original ids, ascending), ``report`` (cleaning counts).
+    """
+
+    def __init__(self, n_nodes, src, dst, weight, node_ids=None, report=None):
+        self.n_nodes = int(n_nodes)
+        self.src = np.asarray(src, dtype=np.int64)
+        self.dst = np.asarray(dst, dtype=np.int64)
+        self.weight = np.asarray(weight, dtype=np.float64)
+        self.node_ids = np.arange(self.n_nodes, dtype=np.int64) if node_ids is None else np.asarray(node_ids)
+        self.report = dict(report or {})
+
+    @property
+    def n_edges(self) -> int:
+        return int(self.src.size)
+
+    def __repr__(self) -> str:
+        return f"Graph(n_nodes={self.n_nodes}, n_edges={self.n_edges})"
+
+    # ------------------------------------------------------------------------------------------ builders
+
+    @classmethod
+    def from_edges(cls, src, dst, weight, *, n_nodes=None, duplicates="max") -> Graph:
+        """Build from edge arrays; ids may be ints or strings (remapped to 0..n-1 in ascending order).
+
+        >>> Graph.from_edges(np.array([0, 1]), np.array([1, 2]), np.array([0.5, 0.25])).n_edges
+        2
+        """
+        if not isinstance(duplicates, str) or duplicates not in _DUPLICATES:
+            raise ValueError(f"duplicates must be one of 'max', 'sum', 'error', got {duplicates!r}")
+        w = _check_weights(weight)
+        s, d, node_ids = _node_index(src, dst, n_nodes)
+        if w.shape != s.shape:
+            raise ValueError(f"weight must have one value per edge ({s.size}), got {w.size}")
+        n = int(node_ids.size)
+        report = {"input_rows": int(s.size)}
+        loops = s == d
+        zeros = (w == 0) & ~loops
+        report["self_loops"] = int(loops.sum())
+        report["zero_weights"] = int(zeros.sum())
+        if loops.any() or zeros.any():
+            warnings.warn(f"dropped {int(loops.sum())} self-loops and {int(zeros.sum())} zero-weight edges",
+                          UserWarning, stacklevel=2)
+        keep = ~(loops | zeros)
+        s, d, w = s[keep], d[keep], w[keep]
+        lo, hi = np.minimum(s, d), np.maximum(s, d)
+        key = lo * n + hi
+        order = np.lexsort((w, key))
+        key, w = key[order], w[order]
+        first = np.ones(key.size, dtype=bool)
+        first[1:] = key[1:] != key[:-1]
+        starts = np.flatnonzero(first)
+        report["duplicate_rows"] = int(key.size - starts.size)
+        if key.size == 0:
+            raise ValueError(f"graph has no edge with weight > 0 after cleaning (dropped {report['self_loops']} "
+                             f"self-loops, {report['zero_weights']} zero weights)")
+        if duplicates == "max":
+            last = np.r_[starts[1:], key.size] - 1
+            w_out = w[last]
+        elif duplicates == "sum":
+            w_out = np.add.reduceat(w, starts) if starts.size else w[:0]
+        else:
+            last = np.r_[starts[1:], key.size] - 1
+            differ = w[starts] != w[last]
+            if differ.any():
+                j = int(np.flatnonzero(differ)[0])
+                k0 = key[starts[j]]
+                a, b = node_ids[k0 // n], node_ids[k0 % n]
+                a, b = (a.item(), b.item()) if hasattr(a, "item") else (a, b)
+                raise ValueError(f"{int(differ.sum())} node pairs appear with different weights, e.g. ({a}, {b}): "
+                                 f"{w[starts[j]]:g} vs {w[last[j]]:g}; use duplicates='max' or 'sum'")
+            w_out = w[starts]
+        ukey = key[starts]
+        if ukey.size == 0:
+            raise ValueError(f"graph has no edge with weight > 0 after cleaning (dropped {report['self_loops']} "
+                             f"self-loops, {report['zero_weights']} zero weights)")
+        report["edges"] = int(ukey.size)
+        return cls(n, ukey // n, ukey % n, w_out, node_ids, report)
+
+    @classmethod
+    def from_sparse(cls, S, *, duplicates="max") -> Graph:
+        """Build from a square scipy.sparse similarity matrix (both triangles read; ``duplicates`` merges them)."""
+        if not sp.issparse(S):
+            raise TypeError(f"S must be a square scipy.sparse matrix, got {type_name(S)}")
+        if S.shape[0] != S.shape[1]:
+            raise ValueError(f"similarity matrix must be square, got shape {S.shape}")
+        C = sp.coo_array(S)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # the diagonal of a similarity matrix is routine
+            g = cls.from_edges(C.row.astype(np.int64), C.col.astype(np.int64), C.data, n_nodes=S.shape[0],
+                               duplicates=duplicates)
+        return g
+
+    @classmethod
+    def from_points(cls, X, *, n_neighbors=10, metric="cosine") -> Graph:
+        """Exact k-NN similarity graph of points: cosine ``1 - d`` (pairs <= 0 dropped) or euclidean ``1/(1+d)``.
+
+        A point's own row is dropped by index (duplicates of it may be its first neighbours); edges are
+        symmetrised by max.
+
+        >>> Graph.from_points(np.random.default_rng(0).normal(size=(50, 4)), n_neighbors=5).n_nodes
+        50
+        """
+        from sklearn.neighbors import NearestNeighbors
+
+        X = np.asarray(X, dtype=np.float64)
+        if X.ndim != 2 or X.shape[0] < 2:
+            raise ValueError(f"X must be a 2-D array of at least 2 points, got shape {X.shape}")
+        bad = ~np.all(np.isfinite(X), axis=1)
+        if bad.any():
+            raise ValueError(f"X has {int(bad.sum())} rows with NaN/inf")
+        if metric not in ("cosine", "euclidean"):
+            raise ValueError(f"metric must be 'cosine' or 'euclidean', got {metric!r}")
+        if metric == "cosine":
+            zero = np.linalg.norm(X, axis=1) == 0
+            if zero.any():
+                raise ValueError(f"X has {int(zero.sum())} all-zero rows; cosine similarity is undefined")
+        if isinstance(n_neighbors, (bool, np.bool_)) or not isinstance(n_neighbors, numbers.Integral) \
+                or not 1 <= n_neighbors < X.shape[0]:
+            raise ValueError(f"n_neighbors must be an int in [1, {X.shape[0] - 1}], got {n_neighbors!r}")
+        nn = NearestNeighbors(n_neighbors=n_neighbors + 1, metric=metric, algorithm="brute").fit(X)
+        dist, ind = nn.kneighbors(X)
+        n = X.shape[0]
+        rows = np.repeat(np.arange(n), n_neighbors + 1)
+        cols, dist = ind.ravel(), dist.ravel()
+        not_self = cols != rows
+        rows, cols, dist = rows[not_self], cols[not_self], dist[not_self]
+        # keep the n_neighbors nearest others per row
+        per_row = np.bincount(rows, minlength=n)
+        rank = np.arange(rows.size) - np.repeat(np.cumsum(per_row) - per_row, per_row)
+        keep = rank < n_neighbors
+        rows, cols, dist = rows[keep], cols[keep], dist[keep]
+        sim = 1.0 - dist if metric == "cosine" else 1.0 / (1.0 + dist)
+        pos = sim > 0
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            return cls.from_edges(rows[pos], cols[pos], sim[pos], n_nodes=n, duplicates="max")
+
+    # ------------------------------------------------------------------------------------------ I/O
+
+    def to_sparse(self) -> sp.csr_array:
+        """The symmetric n x n similarity matrix."""
+        s = np.concatenate([self.src, self.dst])
+        d = np.concatenate([self.dst, self.src])
+        w = np.concatenate([self.weight, self.weight])
+        return sp.csr_array((w, (s, d)), shape=(self.n_nodes, self.n_nodes))
+
+    @staticmethod
+    def _format(path, format):
+        fmt = format or Path(path).suffix.lstrip(".").lower()
+        if fmt not in ("csv", "parquet"):
+            raise ValueError(f"format must be 'csv' or 'parquet' (or a .csv / .parquet path), got {fmt!r}")
+        return fmt
+
+    def write(self, path, *, format=None) -> None:
+        """Write ``src, dst, weight`` rows with the original node ids (.csv or .parquet)."""
+        fmt = self._format(path, format)
+        src, dst = self.node_ids[self.src], self.node_ids[self.dst]
+        if fmt == "csv":
+            with open(path, "w", newline="") as fh:
+                wr = csv.writer(fh)
+                wr.writerow(["src", "dst", "weight"])
+                for a, b, w in zip(src.tolist(), dst.tolist(), self.weight.tolist()):
+                    wr.writerow([a, b, repr(w)])
+        else:
+            pa, pq = _pyarrow()
+            pq.write_table(pa.table({"src": src, "dst": dst, "weight": self.weight}), path)
+
+    @classmethod
+    def read(cls, path, *, format=None, columns=("src", "dst", "weight"), duplicates="max") -> Graph:
+        """Read an edge list (CSV with a header, or Parquet) with the given column names."""
+        fmt = cls._format(path, format)
+        name = Path(path).name
+        if fmt == "csv":
+            with open(path, newline="") as fh:
+                rd = csv.reader(fh)
+                header = next(rd, [])
+                data = list(rd)
+            for c in columns:
+                if c not in header:
+                    raise ValueError(f"{name} lacks column {c!r}; found {header}; pass columns=/--weight-col")
+            idx = [header.index(c) for c in columns]
+            cols = [[row[i] for row in data] for i in idx]
+
+            def ids(v):
+                try:
+                    return np.array([int(x) for x in v], dtype=np.int64)
+                except ValueError:
+                    return np.array(v, dtype=str)
+
+            weight = []
+            for i, x in enumerate(cols[2]):
+                if x.strip() == "":
+                    weight.append(None)
+                else:
+                    try:
+                        weight.append(float(x))
+                    except ValueError:
+                        raise TypeError(f"weight must be numeric, got dtype string (row {i}: {x!r})") from None
+            return cls.from_edges(ids(cols[0]), ids(cols[1]), np.array(weight, dtype=object), duplicates=duplicates)
+        pa, pq = _pyarrow()
+        table = pq.read_table(path)
+        for c in columns:
+            if c not in table.column_names:
+                raise ValueError(f"{name} lacks column {c!r}; found {table.column_names}; pass columns=/--weight-col")
+        s, d, w = (table.column(c).to_numpy(zero_copy_only=False) for c in columns)
+        return cls.from_edges(s, d, w, duplicates=duplicates)
+
+
+def _pyarrow():
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError as exc:  # pragma: no cover
+        raise ImportError("Parquet I/O needs pyarrow: pip install pyarrow") from exc
+    return pa, pq
