@@ -16,5 +16,6 @@ engines) is not built yet.
 from teraml.hac.dendrogram import Dendrogram
 from teraml.hac.exact import exact_hac
 from teraml.hac.graph import Graph
+from teraml.hac.terahac import TeraHAC
 
-__all__ = ["Graph", "Dendrogram", "exact_hac"]
+__all__ = ["TeraHAC", "Graph", "Dendrogram", "exact_hac"]
