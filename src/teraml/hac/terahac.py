@@ -410,7 +410,7 @@ class TeraHAC(ClusterMixin, BaseEstimator):
             if not merged_any:
                 raise RuntimeError("TeraHAC round made no merge; this is a bug (the heaviest edge is always good)")
             # contract: relabel and sum parallel edges (ascending old ids)
-            for nadj, nsize, nM in new_adj_parts.values():
+            for _nadj, nsize, nM in new_adj_parts.values():
                 for c in nsize:
                     size[c] = nsize[c]
                     Mv[c] = nM[c]
