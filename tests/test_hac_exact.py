@@ -165,3 +165,20 @@ def test_csv_missing_column(tmp_path):
         Graph.read(p)
     g = Graph.read(p, columns=("a", "b", "w"))
     assert g.n_edges == 1
+
+
+def test_cut_bisection_equals_linear_scan():
+    from teraml.hac import TeraHAC
+
+    g = er_graph(120, 0.08, 3)
+    for d in (exact_hac(g), TeraHAC(threshold=0.0, epsilon=0.5).fit(g).dendrogram_):
+        ts = np.unique(d.similarity)[::-1]
+        for k in (d.n_components(), d.n_components() + 3, 40, 119):
+            k = min(k, 120)
+            expected = None
+            for t in ts:
+                lab = d.flatten(t)
+                if lab.max() + 1 <= k:
+                    expected = lab
+                    break
+            assert expected is not None and np.array_equal(d.cut(k), expected)

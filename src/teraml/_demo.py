@@ -27,6 +27,7 @@ REGISTRY: list[tuple[str, str]] = [
     ("tinylm", "teraml.models._demo:run"),
     ("hyperattention", "teraml.attention._bench:demo"),
     ("aggregate", "teraml.aggregate._bench:demo"),
+    ("hac", "teraml.hac._bench:demo"),
 ]
 
 

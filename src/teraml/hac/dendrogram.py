@@ -83,11 +83,19 @@ class Dendrogram:
             warnings.warn(f"the dendrogram is a forest of {self.n_components()} trees, more than n_clusters={k}; "
                           "returning its components", UserWarning, stacklevel=2)
             return self.flatten(-np.inf)
-        for t in np.unique(self.similarity)[::-1]:
-            labels = self.flatten(t)
-            if labels.max() + 1 <= k:
-                return labels
-        return self.flatten(-np.inf)
+        # the cluster count is non-increasing as the threshold falls (subtree semantics), so bisect over
+        # the distinct merge similarities for the largest one giving <= k clusters
+        ts = np.unique(self.similarity)[::-1]
+        lo, hi = 0, ts.size - 1
+        if ts.size == 0 or self.flatten(ts[-1]).max() + 1 > k:
+            return self.flatten(-np.inf)
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if self.flatten(ts[mid]).max() + 1 <= k:
+                hi = mid
+            else:
+                lo = mid + 1
+        return self.flatten(ts[lo])
 
     def is_monotone(self) -> bool:
         """True iff no merge is more similar than a merge below it."""
