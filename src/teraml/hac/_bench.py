@@ -10,7 +10,6 @@ import time
 import warnings
 from typing import Any
 
-import numpy as np
 from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
 from teraml._demo import DemoContext, DemoSection, SummaryRow
