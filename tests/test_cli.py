@@ -64,3 +64,45 @@ def test_bench_unknown(capsys):
 
 def test_bench_lists_tinylm():
     assert "tinylm" in cli.available_benchmarks()
+
+
+def test_hac_command_on_csv_and_points(tmp_path, capsys):
+    import json
+
+    import numpy as np
+
+    from teraml.datasets import make_planted_partition_graph
+
+    src, dst, w, labels = make_planted_partition_graph(200, 4, random_state=0)
+    edges = tmp_path / "edges.csv"
+    edges.write_text("src,dst,weight\n" + "".join(f"{a},{b},{float(c)!r}\n" for a, b, c in zip(src, dst, w)))
+    out = tmp_path / "out"
+    assert cli.main(["hac", str(edges), "--threshold", "0.1", "--out", str(out), "--quiet"]) == 0
+    rows = (out / "labels.csv").read_text().splitlines()
+    assert rows[0] == "node,cluster" and len(rows) == 201
+    got = np.array([int(r.split(",")[1]) for r in rows[1:]])
+    from sklearn.metrics import adjusted_rand_score
+
+    assert adjusted_rand_score(labels, got) == 1.0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["n_clusters"] == 4 and summary["n_nodes"] == 200
+    assert (out / "merges.csv").read_text().startswith("id,left,right,similarity,size,round")
+    # a second run into the same folder needs --overwrite: exit 2 with the message
+    assert cli.main(["hac", str(edges), "--threshold", "0.1", "--out", str(out), "--quiet"]) == 2
+    assert "pass --overwrite" in capsys.readouterr().err
+    pts = tmp_path / "pts.npy"
+    np.save(pts, np.random.default_rng(0).normal(size=(60, 5)))
+    assert cli.main(["hac", str(pts), "--points", "--n-clusters", "3", "--out", str(tmp_path / "p"), "--quiet"]) == 0
+
+
+def test_hac_command_bad_input_exits_2(tmp_path, capsys):
+    bad = tmp_path / "edges.csv"
+    bad.write_text("a,b,w\n0,1,0.5\n")
+    assert cli.main(["hac", str(bad), "--threshold", "0.1", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("teraml hac: error: edges.csv lacks column 'src'")
+    neg = tmp_path / "neg.csv"
+    neg.write_text("src,dst,weight\n0,1,-0.5\n")
+    assert cli.main(["hac", str(neg), "--threshold", "0.1", "--out", str(tmp_path / "o2")]) == 2
+    assert "weight must be >= 0" in capsys.readouterr().err
+    assert cli.main(["hac", str(neg), "--out", str(tmp_path / "o3")]) == 2

@@ -5,6 +5,7 @@
     teraml bench NAME [--quick] [--quiet] [--out DIR]
     teraml datasets
     teraml tinylm [--retrain] [--quiet]
+    teraml hac EDGES (--threshold T | --n-clusters K) --out DIR [--epsilon 0.1] [--points] ...
 
 ``teraml demo`` runs every registered component's demo on offline data, prints a summary table and
 writes an HTML report (``teraml-report/index.html``). ``teraml bench NAME`` runs ``bench/NAME.py``,
@@ -163,6 +164,84 @@ def cmd_tinylm(args) -> int:
     return 0
 
 
+def _hac_error(msg: str) -> int:
+    print(f"teraml hac: error: {msg}", file=sys.stderr)
+    return 2
+
+
+def _read_points(path: Path):
+    import numpy as np
+
+    if path.suffix == ".npy":
+        return np.load(path)
+    if path.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        t = pq.read_table(path)
+        return np.column_stack([t.column(c).to_numpy() for c in t.column_names]).astype(float)
+    return np.loadtxt(path, delimiter=",", skiprows=1, ndmin=2)
+
+
+def cmd_hac(args) -> int:
+    """Cluster an edge list (or points) with TeraHAC; write labels, merges, nodes and summary.json."""
+    import csv
+    import json
+    import warnings
+
+    from teraml.hac import Graph, TeraHAC
+
+    if (args.threshold is None) == (args.n_clusters is None):
+        return _hac_error("exactly one of --threshold or --n-clusters must be given")
+    out = Path(args.out)
+    if out.exists() and any(out.iterdir()) and not args.overwrite:
+        return _hac_error(f"{out} is not empty; pass --overwrite")
+    src = Path(args.edges)
+    if not src.exists():
+        return _hac_error(f"{src} does not exist")
+    t0 = time.perf_counter()
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            if args.points:
+                g = Graph.from_points(_read_points(src), n_neighbors=args.k, metric=args.metric)
+            else:
+                fmt = None if args.format == "auto" else args.format
+                g = Graph.read(src, format=fmt, columns=(args.src_col, args.dst_col, args.weight_col),
+                               duplicates=args.duplicates)
+            model = TeraHAC(threshold=args.threshold, n_clusters=args.n_clusters, epsilon=args.epsilon,
+                            engine=args.engine, max_partition_size=args.max_partition_size,
+                            max_rounds=args.max_rounds, random_state=args.seed, verbose=not args.quiet).fit(g)
+        for w in caught:
+            print(f"teraml hac: warning: {w.message}", file=sys.stderr)
+    except (ValueError, TypeError, OSError) as exc:
+        return _hac_error(str(exc))
+    out.mkdir(parents=True, exist_ok=True)
+    d = model.dendrogram_
+    ids = g.node_ids.tolist()
+    with open(out / "labels.csv", "w", newline="") as fh:
+        wr = csv.writer(fh)
+        wr.writerow(["node", "cluster"])
+        wr.writerows(zip(ids, model.labels_.tolist()))
+    with open(out / "merges.csv", "w", newline="") as fh:
+        wr = csv.writer(fh)
+        wr.writerow(["id", "left", "right", "similarity", "size", "round"])
+        for i in range(d.n_merges):
+            wr.writerow([d.n_leaves + i, int(d.left[i]), int(d.right[i]), repr(float(d.similarity[i])),
+                         int(d.size[i]), int(d.round[i])])
+    with open(out / "nodes.csv", "w", newline="") as fh:
+        wr = csv.writer(fh)
+        wr.writerow(["index", "node"])
+        wr.writerows(enumerate(ids))
+    summary = {"input": str(src), "parameters": {k: v for k, v in vars(args).items() if k != "func"},
+               "cleaning": g.report, "n_nodes": g.n_nodes, "n_edges": g.n_edges, "n_clusters": model.n_clusters_,
+               "rounds": model.round_stats_, "seconds": time.perf_counter() - t0, "version": __version__}
+    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    if not args.quiet:
+        print(f"{g.n_nodes} nodes, {g.n_edges} edges -> {model.n_clusters_} clusters in {model.n_rounds_} rounds "
+              f"({time.perf_counter() - t0:.1f} s); wrote {out}/labels.csv, merges.csv, nodes.csv, summary.json")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="teraml", description="teraml: scalable and private machine learning")
     p.add_argument("--version", action="version", version=f"teraml {__version__}")
@@ -185,6 +264,29 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("datasets", help="list the offline datasets")
     s.set_defaults(func=cmd_datasets)
+
+    h = sub.add_parser("hac", help="TeraHAC: average-linkage clustering of an edge list (or points)")
+    h.add_argument("edges", metavar="EDGES", help="CSV (with header) or Parquet edge list; with --points, a point file")
+    grp = h.add_mutually_exclusive_group()
+    grp.add_argument("--threshold", type=float, help="similarity threshold t")
+    grp.add_argument("--n-clusters", type=int, help="number of clusters")
+    h.add_argument("--epsilon", type=float, default=0.1)
+    h.add_argument("--engine", default="local", help="local (spark is not built yet)")
+    h.add_argument("--out", required=True, help="output folder")
+    h.add_argument("--points", action="store_true", help="EDGES holds points (.npy/CSV/Parquet): build a k-NN graph")
+    h.add_argument("--k", type=int, default=10, help="neighbours for --points")
+    h.add_argument("--metric", default="cosine", choices=["cosine", "euclidean"])
+    h.add_argument("--format", default="auto", choices=["auto", "csv", "parquet"])
+    h.add_argument("--src-col", default="src")
+    h.add_argument("--dst-col", default="dst")
+    h.add_argument("--weight-col", default="weight")
+    h.add_argument("--duplicates", default="max", choices=["max", "sum", "error"])
+    h.add_argument("--max-partition-size", type=int, default=None)
+    h.add_argument("--max-rounds", type=int, default=1000)
+    h.add_argument("--seed", type=int, default=None)
+    h.add_argument("--overwrite", action="store_true")
+    h.add_argument("--quiet", action="store_true")
+    h.set_defaults(func=cmd_hac)
 
     t = sub.add_parser("tinylm", help="train (or load) the tiny LM and print its figures")
     t.add_argument("--retrain", action="store_true", help="train even if cached")
