@@ -14,18 +14,11 @@ import matplotlib
 matplotlib.use("Agg")
 
 from teraml.aggregate import _bench  # noqa: E402
-from teraml.report import bench_parser, format_checks, section_from_demo, write_bench  # noqa: E402
+from teraml.report import bench_main  # noqa: E402
 
 
 def main() -> int:
-    args = bench_parser(__doc__.splitlines()[0]).parse_args()
-    section = _bench.run(quick=args.quick, verbose=not args.quiet)
-    res = section.results
-    jpath, hpath = write_bench("aggregate", res, sections=[section_from_demo(section)], out_dir=args.out)
-    checks = [c for part in ("p1", "dp", "priorboost", "logistic", "speed") for c in res[part]["checks"]]
-    print(format_checks(checks))
-    print(f"results: {jpath}\nreport: {hpath}")
-    return 0 if all(c["pass"] is not False for c in checks) else 1
+    return bench_main("aggregate", lambda a: _bench.run(quick=a.quick, verbose=not a.quiet), __doc__.splitlines()[0])
 
 
 if __name__ == "__main__":

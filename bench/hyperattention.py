@@ -15,20 +15,16 @@ import matplotlib
 matplotlib.use("Agg")
 
 from teraml.attention import _bench  # noqa: E402
-from teraml.report import bench_parser, format_checks, section_from_demo, write_bench  # noqa: E402
+from teraml.report import bench_main  # noqa: E402
+
+
+def _long(parser):
+    parser.add_argument("--long", action="store_true", help="add n=65536 to the speed sweep (slow)")
 
 
 def main() -> int:
-    parser = bench_parser(__doc__.splitlines()[0])
-    parser.add_argument("--long", action="store_true", help="add n=65536 to the speed sweep (slow)")
-    args = parser.parse_args()
-    section = _bench.run(quick=args.quick, verbose=not args.quiet, long=args.long)
-    res = section.results
-    jpath, hpath = write_bench("hyperattention", res, sections=[section_from_demo(section)], out_dir=args.out)
-    checks = [c for part in ("quality", "speed", "lm") for c in res[part]["checks"]]
-    print(format_checks(checks))
-    print(f"results: {jpath}\nreport: {hpath}")
-    return 0 if all(c["pass"] is not False for c in checks) else 1
+    return bench_main("hyperattention", lambda a: _bench.run(quick=a.quick, verbose=not a.quiet, long=a.long),
+                      __doc__.splitlines()[0], _long)
 
 
 if __name__ == "__main__":

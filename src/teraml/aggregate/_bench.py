@@ -7,12 +7,13 @@ labels. Used by ``bench/aggregate.py`` and (``quick``) by the ``teraml demo`` se
 from __future__ import annotations
 
 import math
-import time
 import warnings
 from typing import Any
 
 import numpy as np
 
+from teraml._benchutil import best_time as _best
+from teraml._benchutil import check as _check
 from teraml._demo import DemoContext, DemoSection, SummaryRow
 from teraml.aggregate import AggregateRegressor, Aggregator, LabelDP, PriorBoost, make_bags
 from teraml.aggregate._baselines import LLPEM, easyllp_fit, feature_kmeans_bags
@@ -22,11 +23,6 @@ from teraml.datasets import (
     make_aggregate_classification,
     make_aggregate_regression,
 )
-
-
-def _check(cid, criterion, ours, baseline, ratio, threshold, passed):
-    return {"id": cid, "criterion": criterion, "ours": ours, "baseline": baseline, "ratio": ratio,
-            "threshold": threshold, "pass": None if passed is None else bool(passed)}
 
 
 def _risk(est, coef):
@@ -52,18 +48,16 @@ def p1_suite(*, n=2000, d=50, snrs=(0.25, 1.0, 4.0), ks=(1, 2, 5, 10, 20), trial
                 seed = 1000 * t + int(100 * snr) + k
                 X, y, coef = make_aggregate_regression(n, d, snr=snr, noise=1.0, random_state=seed)
                 rel = Aggregator(y).release(make_bags(k, n_samples=n, random_state=seed))
-                if n // k > d + 1:
-                    r["bag"].append(_risk(AggregateRegressor(rho=0.0).fit(X, rel.y, bags=rel.bags), coef))
-                else:
-                    r["bag"].append(math.inf)
-                r["instance"].append(_risk(AggregateRegressor(rho=1.0).fit(X, rel.y, bags=rel.bags), coef))
                 a = AggregateRegressor(rho="auto", random_state=t).fit(X, rel.y, bags=rel.bags)
                 r["auto"].append(_risk(a, coef))
                 r["rho_auto"].append(a.rho_)
                 e = easyllp_fit(X, rel.y, rel.bags)
                 r["easyllp"].append(float(((e.coef_ - coef) ** 2).sum() + e.intercept_**2))
-                r["grid"].append([_risk(AggregateRegressor(rho=float(g)).fit(X, rel.y, bags=rel.bags), coef)
-                                  if (g > 0 or n // k > d + 1) else math.inf for g in grid])
+                risks = [_risk(AggregateRegressor(rho=float(g)).fit(X, rel.y, bags=rel.bags), coef)
+                         if (g > 0 or n // k > d + 1) else math.inf for g in grid]
+                r["grid"].append(risks)
+                r["bag"].append(risks[0])          # the grid runs from rho = 0 (bag-level)
+                r["instance"].append(risks[-1])    # to rho = 1 (instance-level)
             m = n // k
             cell = {"snr": snr, "k": k,
                     **{key: float(np.mean(r[key])) for key in ("bag", "instance", "auto", "easyllp")},
@@ -338,16 +332,6 @@ def logistic_suite(*, quick=False) -> dict:
 
 
 # ----------------------------------------------------------------------------------------- speed
-
-
-def _best(fn, repeats=3):
-    fn()
-    out = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        out.append(time.perf_counter() - t0)
-    return min(out)
 
 
 def speed_suite(*, quick=False) -> dict:

@@ -100,9 +100,8 @@ class _Bagged:
         self.k = np.asarray(self.S.sum(axis=1)).ravel()
         self.ybar = ybar                                                          # (m,) bag aggregates
 
-    def zbar(self, Z=None):
-        Z = self.Z if Z is None else Z
-        return Z.sums(self.S) / self.k[:, None]
+    def zbar(self):
+        return self.Z.sums(self.S) / self.k[:, None]
 
 
 class _Design:
@@ -157,8 +156,8 @@ def _gram(Z):
     return Z.gram()
 
 
-def _solve(A, c, stacked=None):
-    """Cholesky solve; lstsq on the stacked rows when A is singular or ill-conditioned (cond > 1e12)."""
+def _solve(A, c):
+    """Cholesky solve; least squares when A is singular or ill-conditioned (cond > 1e12)."""
     try:
         cho = scipy.linalg.cho_factor(A, lower=True, check_finite=False)
         diag = np.abs(np.diag(cho[0]))
@@ -166,10 +165,7 @@ def _solve(A, c, stacked=None):
             raise np.linalg.LinAlgError("ill-conditioned")
         return scipy.linalg.cho_solve(cho, c, check_finite=False)
     except (np.linalg.LinAlgError, ValueError):
-        if stacked is None:
-            return np.linalg.lstsq(A, c, rcond=None)[0]
-        rows, rhs = stacked()
-        return np.linalg.lstsq(rows, rhs, rcond=None)[0]
+        return np.linalg.lstsq(A, c, rcond=None)[0]
 
 
 def _sigmoid(t):

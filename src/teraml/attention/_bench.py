@@ -17,6 +17,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from teraml._benchutil import best_time
+from teraml._benchutil import check as _check
 from teraml._demo import DemoContext, DemoSection, SummaryRow
 from teraml.attention._merge import exact_attention, merge_attention
 from teraml.attention.hyper import hyper_attention
@@ -73,17 +75,6 @@ def sink_variant(q, k, v, *, block_size=256, sample_size=256):
     return merge_attention(o1, l1, o2, l2)
 
 
-def best_time(fn, repeats=3, min_total=1.0, max_repeats=25) -> float:
-    """Best of at least ``repeats`` runs after a warm-up; short functions repeat until ``min_total`` s."""
-    fn()  # warm-up
-    times = []
-    while len(times) < repeats or (sum(times) < min_total and len(times) < max_repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
-
-
 def paired_best(fn_a, fn_b, repeats=3, min_total=1.0, max_repeats=25) -> tuple[float, float]:
     """Best times of two functions measured alternately (a, b, a, b, ...), so drift hits both alike."""
     fn_a()
@@ -95,11 +86,6 @@ def paired_best(fn_a, fn_b, repeats=3, min_total=1.0, max_repeats=25) -> tuple[f
             fn()
             acc.append(time.perf_counter() - t0)
     return min(ta), min(tb)
-
-
-def _check(cid, criterion, ours, baseline, ratio, threshold, passed, note=""):
-    return {"id": cid, "criterion": criterion, "ours": ours, "baseline": baseline, "ratio": ratio,
-            "threshold": threshold, "pass": passed, "note": note}
 
 
 # ----------------------------------------------------------------------------------------------- quality
@@ -220,7 +206,7 @@ def peers_suite(n=8192, verbose=False) -> dict:
     for label, kind, kw, causal in tqdm(cases, desc="peers", disable=not verbose, leave=False):
         q, k, v = _qkv(kind, n, 0, **kw)
         ref, ref_lse = _exact(q, k, v, causal=causal)
-        t_sdpa = best_time(lambda: F.scaled_dot_product_attention(q, k, v, is_causal=causal), 1)
+        t_sdpa = best_time(lambda: F.scaled_dot_product_attention(q, k, v, is_causal=causal), 1, min_total=1.0)
         n0 = min(4096, n // 2)
         methods = {"teraml hyper": lambda q, k, v: hyper_attention(q, k, v, is_causal=causal, generator=_gen(0),
                                                                    min_seq_len=n0),
@@ -383,7 +369,6 @@ def lm_variants(model, *, context=4096, n_windows=8, seeds=(0, 1, 2), quick=Fals
     n_layers = model.config.num_hidden_layers
     context = min(context, model.config.max_position_embeddings)
     n0 = 512
-    threads = torch.get_num_threads()
 
     def nll_for(impl):
         model.set_attn_implementation(impl)
@@ -430,7 +415,6 @@ def lm_variants(model, *, context=4096, n_windows=8, seeds=(0, 1, 2), quick=Fals
         nll["randperm"] = runs[med_idx]
         ppl_runs["randperm"] = [float(np.exp(r.mean())) for r in runs]
     seconds = time.perf_counter() - t0
-    torch.set_num_threads(threads)
 
     ppl = {k: float(np.exp(v.mean())) for k, v in nll.items()}
     bpb = {k: float(v.mean() / _LN2) for k, v in nll.items()}

@@ -12,14 +12,10 @@ from typing import Any
 
 from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
+from teraml._benchutil import check as _check
 from teraml._demo import DemoContext, DemoSection, SummaryRow
 from teraml.datasets import load_digits, make_planted_partition_graph
 from teraml.hac import Graph, TeraHAC, exact_hac
-
-
-def _check(cid, criterion, ours, baseline, ratio, threshold, passed):
-    return {"id": cid, "criterion": criterion, "ours": ours, "baseline": baseline, "ratio": ratio,
-            "threshold": threshold, "pass": None if passed is None else bool(passed)}
 
 
 def best_cut(d, y, max_k=100):

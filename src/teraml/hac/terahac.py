@@ -88,8 +88,8 @@ def _subgraph_hac(members, adj, size, M, eps):
 
     ``members``: the partition's cluster ids; ``adj[u]``: {neighbour: S(u, x)} for all u in members
     (neighbours outside are frozen); ``size``/``M``: per-cluster dicts. Mutates nothing it does not
-    own; returns ``(merges, new_adj, new_size, new_M)`` where merges are (a, b, W, seq) in order and the
-    new_* dicts describe the clusters alive in the partition at the end (ids = smallest merged id).
+    own; returns ``(merges, new_size, new_M)`` where merges are (a, b, W, seq) in order and the new_*
+    dicts describe the clusters alive in the partition at the end (ids = smallest merged id).
     """
     alpha = eps / 2.0
     inP = set(members)
@@ -200,8 +200,7 @@ def _subgraph_hac(members, adj, size, M, eps):
                     stale.add(x)
         Bh[c] = bhat(c)
         push_edges(c)
-    new_adj = {u: A[u] for u in alive}
-    return merges, new_adj, {u: n[u] for u in alive}, {u: m[u] for u in alive}
+    return merges, {u: n[u] for u in alive}, {u: m[u] for u in alive}
 
 
 def _subgraph_hac_naive(members, adj, size, M, eps):
@@ -375,13 +374,13 @@ class TeraHAC(ClusterMixin, BaseEstimator):
             for u, k in part.items():
                 groups.setdefault(k, []).append(u)
             merged_any = 0
-            new_adj_parts = {}
+            part_results = []  # applied after every partition ran: the boundary stays frozen at round start
             mapping = {}
             for key in sorted(groups):
                 members = groups[key]
                 if len(members) < 2:
                     continue
-                merges, nadj, nsize, nM = _subgraph_hac(members, adj, size, Mv, eps)
+                merges, nsize, nM = _subgraph_hac(members, adj, size, Mv, eps)
                 local = {u: size[u] for u in members}
                 for a, b, w, _seq in merges:
                     c = min(a, b)
@@ -406,11 +405,11 @@ class TeraHAC(ClusterMixin, BaseEstimator):
 
                 for u in members:
                     mapping[u] = root(u)
-                new_adj_parts[key] = (nadj, nsize, nM)
+                part_results.append((nsize, nM))
             if not merged_any:
                 raise RuntimeError("TeraHAC round made no merge; this is a bug (the heaviest edge is always good)")
             # contract: relabel and sum parallel edges (ascending old ids)
-            for _nadj, nsize, nM in new_adj_parts.values():
+            for nsize, nM in part_results:
                 for c in nsize:
                     size[c] = nsize[c]
                     Mv[c] = nM[c]

@@ -37,7 +37,7 @@ import numpy as np
 from teraml._validation import type_name
 
 __all__ = ["Report", "Section", "to_jsonable", "write_json", "write_bench", "format_value", "bench_parser", "section_from_demo",
-           "format_checks"]
+           "format_checks", "collect_checks", "bench_main"]
 
 
 def to_jsonable(obj: Any) -> Any:
@@ -287,6 +287,33 @@ def format_checks(checks) -> str:
         ours = c["ours"] if not isinstance(c["ours"], float) else f"{c['ours']:.4g}"
         lines.append(f"{verdict}  {c['id']:<3} {c['criterion']:<{width}}  ours {ours}  {ratio}  ({c['threshold']})")
     return "\n".join(lines)
+
+
+def collect_checks(results: dict) -> list[dict]:
+    """The acceptance checks of a benchmark's results: its own ``checks`` and those of each part, in order."""
+    out = list(results.get("checks", []))
+    for value in results.values():
+        if isinstance(value, dict):
+            out.extend(value.get("checks", []))
+    return out
+
+
+def bench_main(name: str, run, description: str, add_arguments=None) -> int:
+    """The body of a ``bench/<name>.py`` script: parse ``--quick/--quiet/--out`` (plus ``add_arguments``),
+    call ``run(args) -> DemoSection``, write ``results/<name>.json`` and its report, print the checks.
+
+    Returns the exit status: 1 if any check failed.
+    """
+    parser = bench_parser(description)
+    if add_arguments is not None:
+        add_arguments(parser)
+    args = parser.parse_args()
+    section = run(args)
+    jpath, hpath = write_bench(name, section.results, sections=[section_from_demo(section)], out_dir=args.out)
+    checks = collect_checks(section.results)
+    print(format_checks(checks))
+    print(f"results: {jpath}\nreport: {hpath}")
+    return 0 if all(c["pass"] is not False for c in checks) else 1
 
 
 def bench_parser(description: str):
