@@ -9,7 +9,10 @@ from sklearn.metrics import adjusted_rand_score
 
 from teraml.datasets import load_digits, make_planted_partition_graph
 from teraml.hac import Graph, TeraHAC, exact_hac
-from teraml.hac.terahac import _affinity_partition, _subgraph_hac, _subgraph_hac_naive
+from teraml.hac._certificate import certify
+from teraml.hac._kernels import _tie_ranks
+from teraml.hac._peers import _rac_graph, _scc, dendrogram_purity, parents_of
+from teraml.hac.terahac import _affinity_partition, _subgraph_hac_dicts, _subgraph_hac_naive
 
 
 def er_graph(n=200, p=0.05, seed=0):
@@ -87,7 +90,7 @@ def test_i2_every_merge_is_good_with_a_frozen_boundary(eps, seed):
     size = {u: int(rng.integers(1, 5)) for u in range(80)}
     M = {u: (math.inf if size[u] == 1 else float(rng.uniform(0.2, 1.0))) for u in range(80)}
     members = [u for u in range(80) if u % 3 != 0 and u in adj]  # every third node is frozen outside
-    merges = _subgraph_hac(members, adj, size, M, eps)[0]
+    merges = _subgraph_hac_dicts(members, adj, size, M, eps)[0]
     assert merges, "expected at least one merge"
     gs = _replay_true_g(members, adj, size, M, merges)
     assert max(gs) <= (1 + eps) * (1 + 1e-9)
@@ -95,16 +98,180 @@ def test_i2_every_merge_is_good_with_a_frozen_boundary(eps, seed):
     assert max(x[4] for x in naive) <= (1 + eps) * (1 + 1e-9)
 
 
+def _partition(active, best, B, cap):
+    active = np.asarray(active)
+    best_arr = np.full(active.max() + 1, -1, dtype=np.int64)
+    Barr = np.zeros(active.max() + 1)
+    for u in active:
+        best_arr[u], Barr[u] = best[u], B[u]
+    order = active[np.lexsort((active, -Barr[active]))]
+    part = _affinity_partition(order.astype(np.int64), best_arr, cap, best_arr.size)
+    return {int(u): int(part[u]) for u in active}
+
+
 def test_affinity_partition_counts_only_real_unions():
-    # a chain of mutual-best pairs: sizes must not inflate (google/graph-mining defect)
+    # a chain of mutual-best pairs: sizes must not inflate (google/graph-mining defect, pitfall 10)
     active = [0, 1, 2, 3]
     best = {0: 1, 1: 0, 2: 3, 3: 2}
     B = {0: 1.0, 1: 1.0, 2: 0.9, 3: 0.9}
-    part = _affinity_partition(active, best, B, cap=2)
+    part = _partition(active, best, B, cap=2)
     assert part == {0: 0, 1: 0, 2: 2, 3: 2}
     best = {0: 1, 1: 2, 2: 3, 3: 2}
-    assert len(set(_affinity_partition(active, best, B, cap=4).values())) == 1
-    assert len(set(_affinity_partition(active, best, B, cap=3).values())) == 2
+    assert len(set(_partition(active, best, B, cap=4).values())) == 1
+    assert len(set(_partition(active, best, B, cap=3).values())) == 2
+    # a refused union must not count: 0-1 joined (2), 2->1 refused at cap 2, then 3->2 must still fit
+    best = {0: 1, 1: 0, 2: 1, 3: 2}
+    B = {0: 1.0, 1: 1.0, 2: 0.9, 3: 0.8}
+    assert _partition(active, best, B, cap=2) == {0: 0, 1: 0, 2: 2, 3: 2}
+
+
+def test_tie_ranks_is_a_seeded_permutation():
+    assert _tie_ranks(5).tolist() == [0, 1, 2, 3, 4]
+    r1, r2, r3 = _tie_ranks(1000, 7), _tie_ranks(1000, 7), _tie_ranks(1000, 8)
+    assert np.array_equal(r1, r2) and not np.array_equal(r1, r3)
+    assert np.array_equal(np.sort(r1), np.arange(1000))
+
+
+@pytest.mark.parametrize("seed", [None, 1, 2])
+def test_eps0_is_exact_under_any_tie_order(seed):
+    # ties: all weights equal, so only the tie order decides which reciprocal pairs merge first
+    n = 60
+    rng = np.random.default_rng(0)
+    iu = np.triu_indices(n, 1)
+    keep = rng.random(iu[0].size) < 0.1
+    g = Graph.from_edges(iu[0][keep], iu[1][keep], np.full(keep.sum(), 0.5), n_nodes=n)
+    m = TeraHAC(threshold=0.0, epsilon=0.0, random_state=seed).fit(g)
+    c = certify(g, m.dendrogram_, eps=0.0)
+    assert c["max_goodness"] <= 1 + 1e-9 and c["min_greedy_ratio"] >= 1 - 1e-9
+
+
+def _merge_table(m):
+    d = m.dendrogram_
+    return d.left, d.right, d.similarity, d.size, d.round
+
+
+def test_n_jobs_gives_identical_merges():
+    src, dst, w, _ = make_planted_partition_graph(3000, 20, random_state=1)
+    g = Graph.from_edges(src, dst, w, n_nodes=3000)
+    a = TeraHAC(threshold=0.0, max_partition_size=50, n_jobs=1).fit(g)
+    b = TeraHAC(threshold=0.0, max_partition_size=50, n_jobs=2).fit(g)
+    c = TeraHAC(threshold=0.0, max_partition_size=50, n_jobs=-1).fit(g)
+    assert a.n_rounds_ == b.n_rounds_ == c.n_rounds_
+    for x, y, z in zip(_merge_table(a), _merge_table(b), _merge_table(c)):
+        assert np.array_equal(x, y) and np.array_equal(x, z)  # bit-identical, similarities included
+    assert max(s["partitions"] for s in a.round_stats_) > 1
+
+
+def _digits_graph():
+    X, y = load_digits()
+    return Graph.from_points(X, n_neighbors=10), y
+
+
+@pytest.mark.parametrize("eps", [0.01, 0.1, 0.5])
+def test_q4_certificate_on_digits_and_er(eps):
+    g1, _ = _digits_graph()
+    for g in (g1, er_graph(200, 0.05, 3)):
+        m = TeraHAC(threshold=0.0, epsilon=eps).fit(g)
+        c = certify(g, m.dendrogram_, eps)
+        assert c["max_w_error"] <= 1e-12                       # recorded W is the exact W (pitfall 5)
+        assert c["max_goodness"] <= (1 + eps) * (1 + 1e-9)      # every merge is good
+        assert c["min_greedy_ratio"] >= (1 - 1e-9) / (1 + eps)  # greedy replay is (1+eps)-approximate
+        t = 0.05
+        mt = TeraHAC(threshold=t, epsilon=eps).fit(g)
+        ct = certify(g, mt.dendrogram_, eps, threshold=t)
+        assert ct["max_goodness"] <= (1 + eps) * (1 + 1e-9)
+        assert ct["max_root_w"] <= t / (1 + eps)                # active down to t/(1+eps) (pitfall 8)
+
+
+def test_certificate_catches_a_bad_merge():
+    # the naive rule "W(a,b) >= B(a)/(1+eps)" alone (pitfall 3) is not a certificate: a dendrogram that merges
+    # a light pair first fails the check
+    g = Graph.from_edges([0, 1, 2], [1, 2, 3], [0.1, 0.9, 0.8], n_nodes=4)
+    from teraml.hac import Dendrogram
+
+    bad = Dendrogram(4, [0, 4, 5], [1, 2, 3], [0.1, 0.45, 0.8 / 3])
+    c = certify(g, bad, eps=0.1)
+    assert c["max_goodness"] == pytest.approx(9.0) and c["min_greedy_ratio"] < 1 / 1.1
+    good = exact_hac(g)
+    assert certify(g, good, eps=0.0)["max_goodness"] == pytest.approx(1.0)
+
+
+def test_i3_no_good_edge_left_in_a_partition():
+    rng = np.random.default_rng(5)
+    for seed in range(4):
+        g = er_graph(70, 0.15, seed)
+        adj = {}
+        for a, b, w in zip(g.src.tolist(), g.dst.tolist(), g.weight.tolist()):
+            adj.setdefault(a, {})[b] = w
+            adj.setdefault(b, {})[a] = w
+        size = {u: int(rng.integers(1, 4)) for u in range(70)}
+        M = {u: (math.inf if size[u] == 1 else float(rng.uniform(0.3, 1.0))) for u in range(70)}
+        members = [u for u in range(70) if u % 4 != 0 and u in adj]
+        eps = 0.1
+        merges, _, _ = _subgraph_hac_dicts(members, adj, size, M, eps)
+        A, n, m = _replay_state(members, adj, size, M, merges)
+        inP = {u for u in A}
+
+        def W(u, x):
+            return A[u][x] / (n[u] * (n[x] if x in inP else size[x]))
+
+        for a in A:
+            for b in A[a]:
+                if b in inP and a < b:
+                    Ba = max(W(a, x) for x in A[a])
+                    Bb = max(W(b, x) for x in A[b])
+                    g_true = max(Ba, Bb) / min(W(a, b), m[a], m[b])
+                    assert g_true > (1 + eps) / (1 + eps / 2) * (1 - 1e-9)
+
+
+def _replay_state(members, adj, size, M, merges):
+    inP = set(members)
+    A = {u: dict(adj[u]) for u in members}
+    n = {u: size[u] for u in members}
+    m = {u: M[u] for u in members}
+    for a, b, w, _ in merges:
+        c, o = (a, b) if a < b else (b, a)
+        m[c] = min(m[a], m[b], w)
+        for x, s in A[o].items():
+            if x != c:
+                A[c][x] = A[c].get(x, 0.0) + s
+        A[c].pop(o, None)
+        n[c] = n[a] + n[b]
+        for x in list(A[o]):
+            if x != c and x in A:
+                s = A[x].pop(o)
+                A[x][c] = A[x].get(c, 0.0) + s
+        del A[o], n[o], m[o]
+    assert set(A) <= inP
+    return A, n, m
+
+
+def test_rounds_vs_rac_r2_r3():
+    n = 1000
+    path = Graph.from_edges(np.arange(n - 1), np.arange(1, n), np.arange(1, n) / n, n_nodes=n)  # D4
+    rac_d, rac_rounds = _rac_graph(path)
+    m = TeraHAC(threshold=0.0, epsilon=0.1).fit(path)
+    assert rac_rounds / m.n_rounds_ >= 100                    # R2 (pilot 510 vs 1)
+    g1, _ = _digits_graph()
+    d_rac, r1 = _rac_graph(g1)
+    m1 = TeraHAC(threshold=0.0, epsilon=0.1).fit(g1)
+    assert r1 / m1.n_rounds_ >= 2.5                           # R3 (pilot 21/7)
+    # RAC is exact average linkage
+    assert np.allclose(np.sort(d_rac.similarity), np.sort(exact_hac(g1).similarity), rtol=1e-12)
+
+
+def test_scc_affinity_and_purity():
+    g1, y = _digits_graph()
+    d = exact_hac(g1)
+    p_exact = dendrogram_purity(parents_of(d), y)
+    parent, rounds = _scc(g1, tau_min=d.similarity.min())
+    assert 1 <= rounds <= 50 and parent.size > g1.n_nodes
+    p_scc = dendrogram_purity(parent, y)
+    parent_a, _ = _scc(g1, affinity=True)
+    p_aff = dendrogram_purity(parent_a, y)
+    assert 0.5 < p_aff <= 1 and 0.5 < p_scc <= 1 and 0.5 < p_exact <= 1
+    # purity of a perfect tree is 1, of a random pairing below
+    assert dendrogram_purity(parents_of(d), np.zeros(g1.n_nodes)) == 1.0
 
 
 def test_planted_partition_and_threshold_labels():
@@ -146,6 +313,25 @@ def test_hypothesis_eps0_exact_and_relabel_invariance(n, p, seed, eps):
         m2 = TeraHAC(threshold=0.0, epsilon=eps).fit(g2)
     t = float(rng.uniform(0, 0.5))
     assert np.array_equal(m.dendrogram_.flatten(t), m2.dendrogram_.flatten(t))
+    # relabelled ids give the same clusters (in the new ids)
+    relabel = rng.permutation(n)
+    g3 = Graph.from_edges(relabel[iu[0][keep]], relabel[iu[1][keep]], w, n_nodes=n)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        m3 = TeraHAC(threshold=t, epsilon=eps, n_jobs=2, max_partition_size=4).fit(g3)
+        m4 = TeraHAC(threshold=t, epsilon=eps, n_jobs=1, max_partition_size=4).fit(g3)
+        m5 = TeraHAC(threshold=t, epsilon=eps, partitioner="single").fit(g)
+        m6 = TeraHAC(threshold=t, epsilon=eps).fit(g)
+        m7 = TeraHAC(threshold=t, epsilon=eps).fit(g3)
+    assert np.array_equal(m3.dendrogram_.similarity, m4.dendrogram_.similarity)  # n_jobs 1 vs 2
+    if eps == 0:
+        # with eps > 0 ids break structural ties (a mutual-best pair has B(u) = B(v) and g = 1), so relabelling
+        # may legitimately change the partitions and the merge order; at eps = 0 the result is exact HAC
+        assert adjusted_rand_score(m6.labels_, m7.labels_[relabel]) == 1.0
+    for mm, gg in ((m, g), (m3, g3), (m5, g), (m7, g3)):
+        c = certify(gg, mm.dendrogram_, eps, threshold=mm.threshold_)
+        assert c["max_goodness"] <= (1 + eps) * (1 + 1e-9)
+        assert c["max_root_w"] <= mm.threshold_ / (1 + eps)
 
 
 @pytest.mark.parametrize(
@@ -159,6 +345,13 @@ def test_hypothesis_eps0_exact_and_relabel_invariance(n, p, seed, eps):
         ({"threshold": 0.1}, np.zeros((3, 3)), TypeError,
          "X must be a Graph or a square scipy.sparse matrix, got numpy.ndarray; for points use Graph.from_points"),
         ({"threshold": 0.1, "max_rounds": 0}, "g", ValueError, "max_rounds must be an int >= 1, got 0"),
+        ({"threshold": 0.1, "n_jobs": 0}, "g", ValueError, "n_jobs must be None, -1 or an int >= 1, got 0"),
+        ({"threshold": 0.1, "random_state": -3}, "g", ValueError, "random_state must be None or an int >= 0, got -3"),
+        ({"threshold": 0.1, "partitioner": "louvain"}, "g", ValueError,
+         "partitioner must be 'affinity' or 'single', got 'louvain'"),
+        ({"threshold": 0.1, "max_partition_size": 1}, "g", ValueError,
+         "max_partition_size must be an int >= 2 or None, got 1"),
+        ({"n_clusters": 0}, "g", ValueError, "n_clusters must be an int >= 1, got 0"),
     ],
 )
 def test_validation(kwargs, X, exc, match):

@@ -210,7 +210,8 @@ def cmd_hac(args) -> int:
                                duplicates=args.duplicates)
             model = TeraHAC(threshold=args.threshold, n_clusters=args.n_clusters, epsilon=args.epsilon,
                             engine=args.engine, max_partition_size=args.max_partition_size,
-                            max_rounds=args.max_rounds, random_state=args.seed, verbose=not args.quiet).fit(g)
+                            max_rounds=args.max_rounds, n_jobs=args.n_jobs, random_state=args.seed,
+                            verbose=not args.quiet).fit(g)
         for w in caught:
             print(f"teraml hac: warning: {w.message}", file=sys.stderr)
     except (ValueError, TypeError, OSError) as exc:
@@ -283,6 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
     h.add_argument("--duplicates", default="max", choices=["max", "sum", "error"])
     h.add_argument("--max-partition-size", type=int, default=None)
     h.add_argument("--max-rounds", type=int, default=1000)
+    h.add_argument("--n-jobs", type=int, default=None, help="threads over partitions (-1: all cores)")
     h.add_argument("--seed", type=int, default=None)
     h.add_argument("--overwrite", action="store_true")
     h.add_argument("--quiet", action="store_true")

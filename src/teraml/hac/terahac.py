@@ -12,8 +12,10 @@ i.e. exact average linkage. Inside a partition, neighbours' sizes are *announced
 re-announces once it outgrows (1+alpha) times its last announcement, alpha = eps/2), so the estimated
 similarities satisfy W <= W^ <= (1+alpha) W and estimated goodness never under-states the truth.
 
-This module is the in-process engine written in Python; the spec's numba kernels and Spark engine are
-not built yet.
+The round driver here is written once against the engine contract (``load``, ``run_round``,
+``result``); the shared pure functions (``_tie_ranks``, ``_affinity_partition``, ``_subgraph_hac``,
+``_segment_sum``) are numba kernels on plain arrays in ``teraml.hac._kernels``, and
+``teraml.hac.engines.LocalEngine`` runs partitions on a thread pool (``n_jobs``).
 
 >>> from teraml.hac import Graph, TeraHAC
 >>> from teraml.datasets import make_planted_partition_graph
@@ -25,11 +27,9 @@ not built yet.
 
 from __future__ import annotations
 
-import heapq
 import logging
 import math
 import numbers
-import time
 import warnings
 
 import numpy as np
@@ -38,169 +38,74 @@ from sklearn.base import BaseEstimator, ClusterMixin
 from sklearn.exceptions import ConvergenceWarning
 
 from teraml._validation import type_name
+from teraml.hac._kernels import ULP_SLACK as _ULP_SLACK
+from teraml.hac._kernels import (  # noqa: F401  (the shared pure functions of spec §4.1 live here)
+    _affinity_partition,
+    _best,
+    _build_csr,
+    _segment_sum,
+    _subgraph_hac,
+    _tie_ranks,
+)
 from teraml.hac.dendrogram import Dendrogram
+from teraml.hac.engines.local import LocalEngine
 from teraml.hac.graph import Graph
 
 __all__ = ["TeraHAC"]
 
 logger = logging.getLogger("teraml.hac")
 
-# Goodness is compared with (1 + eps) times this: a merged cluster's W(c, x) = (S(a,x) + S(b,x)) / (n_c n_x)
-# can exceed the merge similarity by a rounding error when the two are equal in exact arithmetic (ties),
-# which at eps = 0 would otherwise stall a round.
-_ULP_SLACK = 1.0 + 1e-12
-
-
-# ----------------------------------------------------------------------------------------- partition
-
-
-def _affinity_partition(active, best, B, cap):
-    """Union each active u with best(u), visiting by decreasing B (ties: smaller id), while the union's
-    count stays <= cap; counts change only on a real union. Returns {u: part_key (smallest id)}."""
-    parent = {u: u for u in active}
-    count = {u: 1 for u in active}
-
-    def find(u):
-        while parent[u] != u:
-            parent[u] = parent[parent[u]]
-            u = parent[u]
-        return u
-
-    for u in sorted(active, key=lambda x: (-B[x], x)):
-        v = best[u]
-        if v not in parent:
-            continue
-        ru, rv = find(u), find(v)
-        if ru == rv or count[ru] + count[rv] > cap:
-            continue
-        if rv < ru:
-            ru, rv = rv, ru
-        parent[rv] = ru
-        count[ru] += count[rv]
-    return {u: find(u) for u in active}
 
 
 # ----------------------------------------------------------------------------------------- SubgraphHAC
 
 
-def _subgraph_hac(members, adj, size, M, eps):
-    """Merge good edges inside one partition.
+def _subgraph_hac_dicts(members, adj, size, M, eps):
+    """Run the SubgraphHAC kernel on dict inputs (tests, small examples).
 
-    ``members``: the partition's cluster ids; ``adj[u]``: {neighbour: S(u, x)} for all u in members
-    (neighbours outside are frozen); ``size``/``M``: per-cluster dicts. Mutates nothing it does not
-    own; returns ``(merges, new_size, new_M)`` where merges are (a, b, W, seq) in order and the new_*
-    dicts describe the clusters alive in the partition at the end (ids = smallest merged id).
+    ``members``: the partition's cluster ids; ``adj[u]``: {neighbour: S(u, x)} for every member u (neighbours
+    outside are frozen); ``size``/``M``: per-cluster dicts covering members and neighbours. Returns
+    ``(merges, new_size, new_M)``: merges (a, b, W, seq) in order and the surviving clusters' size and M.
+
+    >>> merges, size, M = _subgraph_hac_dicts([0, 1], {0: {1: 0.5, 2: 0.1}, 1: {0: 0.5}}, {0: 1, 1: 1, 2: 1},
+    ...                                       {0: math.inf, 1: math.inf, 2: math.inf}, 0.1)
+    >>> merges, size
+    ([(0, 1, 0.5, 0)], {0: 2})
     """
-    alpha = eps / 2.0
-    inP = set(members)
-    A = {u: dict(adj[u]) for u in members}              # private copies
-    n = {u: size[u] for u in members}
-    m = {u: M[u] for u in members}
-    ann = {u: size[u] for u in members}                  # announced sizes of partition clusters
-    alive = set(members)
-    stale = set()
-
-    def wsize(x):  # the size used for neighbour x in W^: announced for partition clusters, fixed outside
-        return ann[x] if x in inP else size[x]
-
-    def what(u, x, s):
-        return s / (float(n[u]) * float(wsize(x)))
-
-    def bhat(u):
-        return max((what(u, x, s) for x, s in A[u].items()), default=0.0)
-
-    Bh = {u: bhat(u) for u in members}
-
-    def ghat(a, b):
-        w = A[a][b] / (float(n[a]) * float(n[b]))       # the exact W
-        den = min(w, m[a], m[b])
-        return (max(Bh[a], Bh[b]) / den) if den > 0 else math.inf, w
-
-    heap = []
-    ver = {u: 0 for u in members}
-
-    def push_edges(u):
-        for x in A[u]:
-            if x in alive and x in inP:
-                a, b = (u, x) if u < x else (x, u)
-                g, _ = ghat(a, b)
-                heapq.heappush(heap, (g, a, b, ver[a], ver[b]))
-
-    for u in sorted(members):
-        push_edges(u)
-    limit = (1.0 + eps) * _ULP_SLACK
-    merges = []
-    seq = 0
-    while True:
-        if not heap:
-            break
-        g0, a, b, va, vb = heapq.heappop(heap)
-        if a not in alive or b not in alive or ver[a] != va or ver[b] != vb or b not in A[a]:
-            continue
-        refreshed = False
-        for u in (a, b):
-            if u in stale:
-                stale.discard(u)
-                Bh[u] = bhat(u)
-                ver[u] += 1
-                push_edges(u)
-                refreshed = True
-        if refreshed:
-            continue
-        g, w = ghat(a, b)
-        if g != g0:
-            heapq.heappush(heap, (g, a, b, va, vb))
-            continue
-        if g > limit:
-            if stale:  # refresh everything stale: estimates only fall, keys may drop below the limit
-                for u in list(stale):
-                    if u in alive:
-                        Bh[u] = bhat(u)
-                        ver[u] += 1
-                        push_edges(u)
-                stale.clear()
-                heapq.heappush(heap, (g, a, b, ver[a], ver[b]))
-                continue
-            heapq.heappush(heap, (g, a, b, va, vb))
-            break
-        # merge a and b into c = min(a, b)
-        c, o = (a, b) if a < b else (b, a)
-        merges.append((a, b, w, seq))
-        seq += 1
-        n_c = n[a] + n[b]
-        m[c] = min(m[a], m[b], w)
-        Ac, Ao = A[c], A[o]
-        Ac.pop(o, None)
-        Ao.pop(c, None)
-        L_is_c = len(Ac) >= len(Ao)
-        big, small = (Ac, Ao) if L_is_c else (Ao, Ac)
-        for x, s in small.items():
-            # S(c, x) = S(a, x) + S(b, x), the smaller id's term first
-            big[x] = (Ac[x] + Ao[x]) if x in big else s
-        A[c] = big
-        A[o] = {}
-        ann_c = ann[c] if L_is_c else ann[o]
-        n[c] = n_c
-        alive.discard(o)
-        announce = n_c > (1.0 + alpha) * ann_c
-        ann[c] = n_c if announce else ann_c
-        ver[c] += 1
-        ver[o] += 1
-        for x, s in big.items():
-            if x in inP and x in alive:
-                Ax = A[x]
-                Ax.pop(o, None)
-                Ax[c] = s
-                wx = s / (float(n[x]) * float(ann[c]))
-                if wx > Bh[x]:
-                    Bh[x] = wx
-                    ver[x] += 1
-                    push_edges(x)
-                elif announce:
-                    stale.add(x)
-        Bh[c] = bhat(c)
-        push_edges(c)
-    return merges, {u: n[u] for u in alive}, {u: m[u] for u in alive}
+    members = sorted(int(u) for u in members)
+    ids = set(members)
+    for u in members:
+        ids.update(int(x) for x in adj.get(u, {}))
+    n = max(ids) + 1 if ids else 0
+    indptr = np.zeros(n + 1, dtype=np.int64)
+    nbr, wt = [], []
+    for u in range(n):
+        row = adj.get(u, {}) if u in set(members) else {}
+        for x in sorted(row):
+            nbr.append(int(x))
+            wt.append(float(row[x]))
+        indptr[u + 1] = len(nbr)
+    sz = np.ones(n, dtype=np.int64)
+    Mv = np.full(n, np.inf)
+    for u in ids:
+        sz[u] = size[u]
+        Mv[u] = M[u]
+    part = np.full(n, -1, dtype=np.int64)
+    part[members] = members[0] if members else -1
+    k = len(members)
+    out_a = np.empty(k, dtype=np.int64)
+    out_b = np.empty(k, dtype=np.int64)
+    out_w = np.empty(k, dtype=np.float64)
+    out_cnt = np.zeros(1, dtype=np.int64)
+    new_size, new_M, rep = sz.copy(), Mv.copy(), np.arange(n, dtype=np.int64)
+    if k >= 2:
+        _subgraph_hac(0, 1, np.array([0, k], dtype=np.int64), np.array(members, dtype=np.int64), part,
+                      np.zeros(n, dtype=np.int64), indptr, np.array(nbr, dtype=np.int64), np.array(wt, dtype=np.float64),
+                      sz, Mv, float(eps), out_a, out_b, out_w, out_cnt, new_size, new_M, rep)
+    c = int(out_cnt[0])
+    merges = [(int(out_a[i]), int(out_b[i]), float(out_w[i]), i) for i in range(c)]
+    alive = [u for u in members if rep[u] == u]
+    return merges, {u: int(new_size[u]) for u in alive}, {u: float(new_M[u]) for u in alive}
 
 
 def _subgraph_hac_naive(members, adj, size, M, eps):
@@ -266,7 +171,10 @@ class TeraHAC(ClusterMixin, BaseEstimator):
     partitioner : "affinity" (size-capped partitions along best edges) or "single" (one partition).
     max_partition_size : int or None (max(ceil(n/100), 10^6) active clusters).
     max_rounds : int, default 1000.
-    random_state : None or int; with an int, ties follow a seeded permutation of the node ids.
+    n_jobs : None, -1 or int >= 1. Threads over partitions (None = 1, -1 = all cores); the merges do not
+        depend on it.
+    random_state : None or int >= 0. Tie order: node order if None, else a splitmix64 mix of (index, seed).
+    verbose : bool. A progress bar per round (logger ``teraml.hac`` logs each round too).
 
     Fitted: ``labels_`` (clusters 0..k-1 ordered by smallest node), ``n_clusters_``, ``dendrogram_``,
     ``n_rounds_``, ``round_stats_``, ``node_ids_``, ``threshold_``.
@@ -309,6 +217,12 @@ class TeraHAC(ClusterMixin, BaseEstimator):
         mp = self.max_partition_size
         if mp is not None and (isinstance(mp, (bool, np.bool_)) or not isinstance(mp, numbers.Integral) or mp < 2):
             raise ValueError(f"max_partition_size must be an int >= 2 or None, got {mp!r}")
+        nj = self.n_jobs
+        if nj is not None and (isinstance(nj, (bool, np.bool_)) or not isinstance(nj, numbers.Integral) or nj == 0):
+            raise ValueError(f"n_jobs must be None, -1 or an int >= 1, got {nj!r}")
+        rs = self.random_state
+        if rs is not None and (isinstance(rs, (bool, np.bool_)) or not isinstance(rs, numbers.Integral) or rs < 0):
+            raise ValueError(f"random_state must be None or an int >= 0, got {rs!r}")
         mr = self.max_rounds
         if isinstance(mr, (bool, np.bool_)) or not isinstance(mr, numbers.Integral) or mr < 1:
             raise ValueError(f"max_rounds must be an int >= 1, got {mr!r}")
@@ -325,114 +239,37 @@ class TeraHAC(ClusterMixin, BaseEstimator):
         eps = float(self.epsilon)
         t = float(self.threshold) if self.threshold is not None else 0.0
         n = g.n_nodes
-        # ranks: cluster ids; ties follow them
-        if self.random_state is None:
-            rank = np.arange(n)
-        else:
-            rank = np.random.default_rng(self.random_state).permutation(n)
+        rank = _tie_ranks(n, self.random_state)              # cluster id of each node; ties follow it
         leaf_of = np.empty(n, dtype=np.int64)
-        leaf_of[rank] = np.arange(n)                       # cluster id (rank) -> leaf index
-        adj: dict[int, dict[int, float]] = {}
-        for a, b, w in zip(rank[g.src].tolist(), rank[g.dst].tolist(), g.weight.tolist()):
-            adj.setdefault(a, {})[b] = adj.get(a, {}).get(b, 0.0) + w
-            adj.setdefault(b, {})[a] = adj.get(b, {}).get(a, 0.0) + w
-        size = {u: 1 for u in range(n)}
-        Mv = {u: math.inf for u in range(n)}
-        node = {u: int(leaf_of[u]) for u in range(n)}      # dendrogram node of each cluster
+        leaf_of[rank] = np.arange(n)                           # cluster id -> leaf index
+        engine = LocalEngine(self.n_jobs)
+        engine.load(rank[g.src], rank[g.dst], g.weight, n)
+        engine.node = leaf_of.copy()                           # dendrogram leaves keep the node order
         prune = t / (1.0 + eps)
         cap = self.max_partition_size or max(-(-n // 100), 10**6)
-        left, right, sim, sizes, rounds = [], [], [], [], []
         stats = []
-        n_rounds = 0
         from tqdm.auto import tqdm
 
         bar = tqdm(desc="TeraHAC rounds", unit="round", disable=not self.verbose, leave=False)
         for rnd in range(self.max_rounds + 1):
-            t0 = time.perf_counter()
-            best, B = {}, {}
-            for u, nb in adj.items():
-                bu, bw = -1, -1.0
-                su = float(size[u])
-                for x, s in nb.items():
-                    w = s / (su * float(size[x]))
-                    if w > bw or (w == bw and x < bu):
-                        bu, bw = x, w
-                if bu >= 0:
-                    best[u], B[u] = bu, bw
-            active = [u for u in B if B[u] > prune]
-            if not active:
-                break
             if rnd == self.max_rounds:
-                warnings.warn(f"TeraHAC stopped after max_rounds={self.max_rounds} rounds with {len(active)} active "
-                              "clusters; the result is partial", ConvergenceWarning, stacklevel=2)
+                indptr, nbr, wt = _build_csr(engine.src, engine.dst, engine.S, n)
+                n_active = int(np.count_nonzero(_best(indptr, nbr, wt, engine.size)[1] > prune))
+                if n_active:
+                    warnings.warn(f"TeraHAC stopped after max_rounds={self.max_rounds} rounds with {n_active} "
+                                  "active clusters; the result is partial", ConvergenceWarning, stacklevel=2)
                 break
-            if self.partitioner == "single":
-                part = {u: min(active) for u in active}
-            else:
-                part = _affinity_partition(active, best, B, cap)
-            groups: dict[int, list[int]] = {}
-            for u, k in part.items():
-                groups.setdefault(k, []).append(u)
-            merged_any = 0
-            part_results = []  # applied after every partition ran: the boundary stays frozen at round start
-            mapping = {}
-            for key in sorted(groups):
-                members = groups[key]
-                if len(members) < 2:
-                    continue
-                merges, nsize, nM = _subgraph_hac(members, adj, size, Mv, eps)
-                local = {u: size[u] for u in members}
-                for a, b, w, _seq in merges:
-                    c = min(a, b)
-                    local[c] = local[a] + local[b]
-                    left.append(node[a])
-                    right.append(node[b])
-                    sim.append(w)
-                    sizes.append(local[c])
-                    rounds.append(rnd)
-                    node[c] = n + len(left) - 1
-                merged_any += len(merges)
-                # membership: every member maps to the surviving cluster that absorbed it
-                rep = {u: u for u in members}
-                for a, b, _w, _s in merges:
-                    c, o = (a, b) if a < b else (b, a)
-                    rep[o] = c
-
-                def root(u, rep=rep):
-                    while rep[u] != u:
-                        u = rep[u]
-                    return u
-
-                for u in members:
-                    mapping[u] = root(u)
-                part_results.append((nsize, nM))
-            if not merged_any:
-                raise RuntimeError("TeraHAC round made no merge; this is a bug (the heaviest edge is always good)")
-            # contract: relabel and sum parallel edges (ascending old ids)
-            for nsize, nM in part_results:
-                for c in nsize:
-                    size[c] = nsize[c]
-                    Mv[c] = nM[c]
-            dead = [u for u, c in mapping.items() if c != u]
-            for u in dead:
-                del size[u], Mv[u]
-            new_adj: dict[int, dict[int, float]] = {}
-            for u in sorted(adj):
-                cu = mapping.get(u, u)
-                row = new_adj.setdefault(cu, {})
-                for x in sorted(adj[u]):
-                    cx = mapping.get(x, x)
-                    if cx != cu:
-                        row[cx] = row.get(cx, 0.0) + adj[u][x]
-            adj = {u: r for u, r in new_adj.items() if r}
-            n_rounds += 1
-            stats.append({"round": rnd, "active": len(active), "edges": sum(len(r) for r in adj.values()) // 2,
-                          "partitions": sum(1 for g_ in groups.values() if len(g_) > 1),
-                          "max_partition": max(len(g_) for g_ in groups.values()), "merges": merged_any,
-                          "seconds": time.perf_counter() - t0})
+            st_ = engine.run_round(rnd, prune, eps, cap, self.partitioner)
+            if st_ is None:
+                break
+            stats.append(st_)
             bar.update(1)
-            logger.info("TeraHAC round %d: %d active, %d merges", rnd, len(active), merged_any)
+            bar.set_postfix(active=st_["active"], merges=st_["merges"])
+            logger.info("TeraHAC round %d: %d active, %d edges, %d merges, %.2f s", rnd, st_["active"], st_["edges"],
+                        st_["merges"], st_["seconds"])
         bar.close()
+        n_rounds = len(stats)
+        left, right, sim, sizes, rounds = engine.result()
         d = Dendrogram(n, left, right, sim, sizes, rounds, g.node_ids)
         self.dendrogram_ = d
         self.threshold_ = t

@@ -1,0 +1,451 @@
+"""numba kernels of TeraHAC's shared pure functions (spec terahac §2.4-§2.5).
+
+Every kernel takes and returns plain arrays, uses only IEEE float64 ``+ * / min max`` (no fastmath: M = +inf
+must stay +inf) and breaks ties by cluster id, so any engine that feeds them the same rows gets bit-identical
+merges. They are compiled with ``cache=True`` (workers import, not pickle, them) and ``nogil=True`` (the
+local engine runs partitions on a thread pool).
+
+Data layout, all indexed by cluster id (the rank of the node, §2.5; an absorbed id stays unused):
+
+* canonical edges ``src < dst`` with sums ``S`` (float64), sorted by ``(src, dst)``;
+* a directed CSR ``indptr, nbr, wt`` built from them (both directions, neighbours unsorted: no result
+  depends on row order);
+* ``size`` (int64) and ``M`` (float64, +inf for a singleton).
+"""
+
+from __future__ import annotations
+
+import heapq
+
+import numpy as np
+from numba import njit, types
+from numba.typed import Dict, List
+
+# Goodness is compared with (1 + eps) times this: a merged cluster's W(c, x) = (S(a,x) + S(b,x)) / (n_c n_x)
+# can exceed the merge similarity by one rounding error when the two are equal in exact arithmetic (ties),
+# which at eps = 0 would otherwise stall a round.
+ULP_SLACK = 1.0 + 1e-12
+
+_i8 = types.int64
+_f8 = types.float64
+
+
+# ------------------------------------------------------------------------------------------------ ranks
+
+
+def _splitmix64(x: np.ndarray) -> np.ndarray:
+    """splitmix64 finaliser on a uint64 array (wrapping arithmetic)."""
+    x = (x + np.uint64(0x9E3779B97F4A7C15)).astype(np.uint64)
+    z = x
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
+
+
+def _tie_ranks(n: int, seed=None) -> np.ndarray:
+    """Cluster id of each node: its index when ``seed`` is None, else its position in the order of
+    ``splitmix64(index XOR splitmix64(seed))`` (ties, which need a 64-bit collision, by index).
+
+    >>> _tie_ranks(4).tolist()
+    [0, 1, 2, 3]
+    >>> sorted(_tie_ranks(5, seed=3).tolist())
+    [0, 1, 2, 3, 4]
+    """
+    idx = np.arange(n, dtype=np.int64)
+    if seed is None:
+        return idx
+    with np.errstate(over="ignore"):
+        s = _splitmix64(np.array([int(seed) % (1 << 64)], dtype=np.uint64))
+        h = _splitmix64(idx.astype(np.uint64) ^ s[0])
+    order = np.lexsort((idx, h))
+    rank = np.empty(n, dtype=np.int64)
+    rank[order] = idx
+    return rank
+
+
+# ------------------------------------------------------------------------------------------------ layout
+
+
+@njit(cache=True, nogil=True)
+def _build_csr(src, dst, S, n):
+    """Directed CSR (both directions) of canonical edges, by a counting sort on the source."""
+    m = src.size
+    indptr = np.zeros(n + 1, dtype=np.int64)
+    for e in range(m):
+        indptr[src[e] + 1] += 1
+        indptr[dst[e] + 1] += 1
+    for u in range(n):
+        indptr[u + 1] += indptr[u]
+    pos = indptr[:-1].copy()
+    nbr = np.empty(2 * m, dtype=np.int64)
+    wt = np.empty(2 * m, dtype=np.float64)
+    for e in range(m):
+        a = src[e]
+        b = dst[e]
+        nbr[pos[a]] = b
+        wt[pos[a]] = S[e]
+        pos[a] += 1
+        nbr[pos[b]] = a
+        wt[pos[b]] = S[e]
+        pos[b] += 1
+    return indptr, nbr, wt
+
+
+@njit(cache=True, nogil=True)
+def _best(indptr, nbr, wt, size):
+    """best(u) = argmax_x W(u, x) (ties: smaller x) and B(u); best = -1 for an isolated id."""
+    n = indptr.size - 1
+    best = np.full(n, -1, dtype=np.int64)
+    B = np.zeros(n, dtype=np.float64)
+    for u in range(n):
+        su = np.float64(size[u])
+        bu = -1
+        bw = -1.0
+        for e in range(indptr[u], indptr[u + 1]):
+            x = nbr[e]
+            w = wt[e] / (su * np.float64(size[x]))
+            if w > bw or (w == bw and x < bu):
+                bu = x
+                bw = w
+        if bu >= 0:
+            best[u] = bu
+            B[u] = bw
+    return best, B
+
+
+@njit(cache=True, nogil=True)
+def _find(parent, u):
+    r = u
+    while parent[r] != r:
+        r = parent[r]
+    while parent[u] != r:  # path compression
+        nxt = parent[u]
+        parent[u] = r
+        u = nxt
+    return r
+
+
+@njit(cache=True, nogil=True)
+def _affinity_partition(order, best, cap, n):
+    """Size-capped affinity partition (§2.4): visit the active ids in ``order`` (decreasing B, ties by
+    smaller id) and union each u with best(u) if their sets differ and the union holds <= cap ids. Set
+    counts change only on a real union (google/graph-mining inflates them otherwise). Returns ``part``
+    (length n): the smallest id of u's set for active u, -1 elsewhere."""
+    parent = np.full(n, -1, dtype=np.int64)
+    count = np.zeros(n, dtype=np.int64)
+    for i in range(order.size):
+        u = order[i]
+        parent[u] = u
+        count[u] = 1
+    for i in range(order.size):
+        u = order[i]
+        v = best[u]
+        if v < 0 or parent[v] < 0:
+            continue
+        ru = _find(parent, u)
+        rv = _find(parent, v)
+        if ru == rv or count[ru] + count[rv] > cap:
+            continue
+        if rv < ru:
+            ru, rv = rv, ru
+        parent[rv] = ru  # the root stays the smallest id of the set
+        count[ru] += count[rv]
+    part = np.full(n, -1, dtype=np.int64)
+    for i in range(order.size):
+        u = order[i]
+        part[u] = _find(parent, u)
+    return part
+
+
+# ------------------------------------------------------------------------------------------------ SubgraphHAC
+
+
+@njit(cache=True, nogil=True)
+def _bhat(d, i, n_loc, ann, loc, part, key, size):
+    """B^(u) = max over u's neighbours x of S(u,x) / (n(u) * size used for x): the announced size for a
+    partition member, the fixed size for a frozen neighbour."""
+    bw = 0.0
+    nu = np.float64(n_loc[i])
+    for x, s in d.items():
+        if part[x] == key:
+            w = s / (nu * np.float64(ann[loc[x]]))
+        else:
+            w = s / (nu * np.float64(size[x]))
+        if w > bw:
+            bw = w
+    return bw
+
+
+@njit(cache=True, nogil=True)
+def _ghat(A, ia, ib, b, n_loc, m_loc, Bh):
+    w = A[ia][b] / (np.float64(n_loc[ia]) * np.float64(n_loc[ib]))  # the exact W
+    den = min(w, m_loc[ia], m_loc[ib])
+    if den > 0:
+        return max(Bh[ia], Bh[ib]) / den, w
+    return np.inf, w
+
+
+@njit(cache=True, nogil=True)
+def _push_edges(heap, A, i, u, alive, ver, n_loc, m_loc, Bh, loc, part, key):
+    for x in A[i].keys():
+        if part[x] == key:
+            j = loc[x]
+            if alive[j]:
+                if u < x:
+                    g, _ = _ghat(A, i, j, x, n_loc, m_loc, Bh)
+                    heapq.heappush(heap, (g, u, x, ver[i], ver[j]))
+                else:
+                    g, _ = _ghat(A, j, i, u, n_loc, m_loc, Bh)
+                    heapq.heappush(heap, (g, x, u, ver[j], ver[i]))
+
+
+@njit(cache=True, nogil=True)
+def _subgraph_hac_one(s0, s1, members, part, loc, indptr, nbr, wt, size, M, eps,
+                      out_a, out_b, out_w, new_size, new_M, rep):
+    """SubgraphHAC of the partition ``members[s0:s1]`` (ascending ids; key = members[s0]).
+
+    Merges only edges whose estimated goodness g^ = max(B^(a), B^(b)) / min(W(a,b), M(a), M(b)) is
+    <= 1 + eps; neighbours outside the partition are frozen (they count in B^, never merge). Sizes are
+    announced lazily: a cluster re-announces once it exceeds (1 + eps/2) times its last announcement, so
+    W <= W^ <= (1 + eps/2) W and g^ never under-states the true goodness. Writes merge k at
+    ``out_*[s0 + k]`` (a, b, exact W), ``rep[absorbed] = survivor`` and the survivors' ``new_size`` /
+    ``new_M``; returns the number of merges."""
+    alpha = eps / 2.0
+    limit = (1.0 + eps) * ULP_SLACK
+    k = s1 - s0
+    key = members[s0]
+    A = List()
+    n_loc = np.empty(k, dtype=np.int64)
+    m_loc = np.empty(k, dtype=np.float64)
+    for i in range(k):
+        u = members[s0 + i]
+        loc[u] = i
+        d = Dict.empty(_i8, _f8)
+        for e in range(indptr[u], indptr[u + 1]):
+            d[nbr[e]] = wt[e]
+        A.append(d)
+        n_loc[i] = size[u]
+        m_loc[i] = M[u]
+    ann = n_loc.copy()
+    alive = np.ones(k, dtype=np.bool_)
+    stale = np.zeros(k, dtype=np.bool_)
+    n_stale = 0
+    stale_list = [np.int64(0)]  # the ids marked stale since the last full refresh (may repeat)
+    stale_list.pop()
+    ver = np.zeros(k, dtype=np.int64)
+    Bh = np.empty(k, dtype=np.float64)
+    for i in range(k):
+        Bh[i] = _bhat(A[i], i, n_loc, ann, loc, part, key, size)
+    heap = [(0.0, np.int64(0), np.int64(0), np.int64(0), np.int64(0))]
+    heap.pop()
+    for i in range(k):
+        u = members[s0 + i]
+        for x in A[i].keys():
+            if x > u and part[x] == key:
+                j = loc[x]
+                g, _ = _ghat(A, i, j, x, n_loc, m_loc, Bh)
+                heap.append((g, u, x, ver[i], ver[j]))
+    heapq.heapify(heap)
+    n_merges = 0
+    while len(heap) > 0:
+        g0, a, b, va, vb = heapq.heappop(heap)
+        ia = loc[a]
+        ib = loc[b]
+        if not alive[ia] or not alive[ib] or ver[ia] != va or ver[ib] != vb or b not in A[ia]:
+            continue
+        refreshed = False
+        for i in (ia, ib):
+            if stale[i]:
+                stale[i] = False
+                n_stale -= 1
+                Bh[i] = _bhat(A[i], i, n_loc, ann, loc, part, key, size)
+                ver[i] += 1
+                _push_edges(heap, A, i, members[s0 + i], alive, ver, n_loc, m_loc, Bh, loc, part, key)
+                refreshed = True
+        if refreshed:
+            continue
+        g, w = _ghat(A, ia, ib, b, n_loc, m_loc, Bh)
+        if g != g0:
+            heapq.heappush(heap, (g, a, b, va, vb))
+            continue
+        if g > limit:
+            if n_stale > 0:  # refresh everything stale: estimates only fall, keys may drop below the limit
+                for t in range(len(stale_list)):
+                    i = stale_list[t]
+                    if stale[i]:
+                        stale[i] = False
+                        if alive[i]:
+                            Bh[i] = _bhat(A[i], i, n_loc, ann, loc, part, key, size)
+                            ver[i] += 1
+                            _push_edges(heap, A, i, members[s0 + i], alive, ver, n_loc, m_loc, Bh, loc, part, key)
+                stale_list.clear()
+                n_stale = 0
+                heapq.heappush(heap, (g, a, b, ver[ia], ver[ib]))
+                continue
+            break
+        # merge a and b into c = min(a, b) (a < b always)
+        out_a[s0 + n_merges] = a
+        out_b[s0 + n_merges] = b
+        out_w[s0 + n_merges] = w
+        n_merges += 1
+        rep[b] = a
+        ic, io = ia, ib
+        n_c = n_loc[ic] + n_loc[io]
+        m_loc[ic] = min(m_loc[ic], m_loc[io], w)
+        Ac = A[ic]
+        Ao = A[io]
+        Ac.pop(b, 0.0)
+        Ao.pop(a, 0.0)
+        if len(Ac) >= len(Ao):
+            for x, s in Ao.items():
+                if x in Ac:
+                    Ac[x] = Ac[x] + s  # S(c, x) = S(a, x) + S(b, x), the smaller id's term first
+                else:
+                    Ac[x] = s
+            big = Ac
+            ann_c = ann[ic]
+        else:
+            for x, s in Ac.items():
+                if x in Ao:
+                    Ao[x] = s + Ao[x]
+                else:
+                    Ao[x] = s
+            big = Ao
+            ann_c = ann[io]
+        A[ic] = big
+        A[io] = Dict.empty(_i8, _f8)
+        n_loc[ic] = n_c
+        alive[io] = False
+        if stale[io]:
+            stale[io] = False
+            n_stale -= 1
+        announce = np.float64(n_c) > (1.0 + alpha) * np.float64(ann_c)
+        ann[ic] = n_c if announce else ann_c
+        ver[ic] += 1
+        ver[io] += 1
+        for x, s in big.items():
+            if part[x] == key:
+                j = loc[x]
+                if alive[j]:
+                    Ax = A[j]
+                    Ax.pop(b, 0.0)
+                    Ax[a] = s
+                    wx = s / (np.float64(n_loc[j]) * np.float64(ann[ic]))
+                    if wx > Bh[j]:
+                        Bh[j] = wx
+                        ver[j] += 1
+                        _push_edges(heap, A, j, x, alive, ver, n_loc, m_loc, Bh, loc, part, key)
+                    elif announce and not stale[j]:
+                        stale[j] = True
+                        stale_list.append(j)
+                        n_stale += 1
+        Bh[ic] = _bhat(A[ic], ic, n_loc, ann, loc, part, key, size)
+        _push_edges(heap, A, ic, a, alive, ver, n_loc, m_loc, Bh, loc, part, key)
+    for i in range(k):
+        if alive[i]:
+            u = members[s0 + i]
+            new_size[u] = n_loc[i]
+            new_M[u] = m_loc[i]
+    return n_merges
+
+
+@njit(cache=True, nogil=True)
+def _subgraph_hac(p_lo, p_hi, pstart, members, part, loc, indptr, nbr, wt, size, M, eps,
+                  out_a, out_b, out_w, out_cnt, new_size, new_M, rep):
+    """SubgraphHAC of partitions ``p_lo..p_hi-1`` (members[pstart[p]:pstart[p+1]]). Partitions write
+    disjoint slots of every output, so disjoint ranges may run on different threads."""
+    for p in range(p_lo, p_hi):
+        out_cnt[p] = _subgraph_hac_one(pstart[p], pstart[p + 1], members, part, loc, indptr, nbr, wt, size, M,
+                                       eps, out_a, out_b, out_w, new_size, new_M, rep)
+
+
+# ------------------------------------------------------------------------------------------------ contraction
+
+
+@njit(cache=True, nogil=True)
+def _roots(rep):
+    """Final cluster of every id, given rep[absorbed] = survivor < absorbed (identity elsewhere)."""
+    n = rep.size
+    root = np.empty(n, dtype=np.int64)
+    for u in range(n):
+        r = rep[u]
+        root[u] = u if r == u else root[r]
+    return root
+
+
+@njit(cache=True, nogil=True)
+def _segment_sum(src, dst, S, root, n):
+    """Contract: relabel both ends to their clusters, drop intra-cluster edges, and sum parallel edges
+    left to right in ascending (old src, old dst) order (the input order; two stable counting sorts keep
+    it inside each new pair). Returns the new canonical edges sorted by (src, dst)."""
+    m = src.size
+    ns = np.empty(m, dtype=np.int64)
+    nd = np.empty(m, dtype=np.int64)
+    orig = np.empty(m, dtype=np.int64)
+    keep = 0
+    for e in range(m):
+        a = root[src[e]]
+        b = root[dst[e]]
+        if a != b:
+            if b < a:
+                a, b = b, a
+            ns[keep] = a
+            nd[keep] = b
+            orig[keep] = e
+            keep += 1
+    ns = ns[:keep]
+    nd = nd[:keep]
+    # stable LSD radix: by dst, then by src
+    perm = np.arange(keep)
+    for pass_ in range(2):
+        key = nd if pass_ == 0 else ns
+        cnt = np.zeros(n + 1, dtype=np.int64)
+        for e in range(keep):
+            cnt[key[e] + 1] += 1
+        for u in range(n):
+            cnt[u + 1] += cnt[u]
+        out = np.empty(keep, dtype=np.int64)
+        for i in range(keep):
+            e = perm[i]
+            k = key[e]
+            out[cnt[k]] = e
+            cnt[k] += 1
+        perm = out
+    out_s = np.empty(keep, dtype=np.int64)
+    out_d = np.empty(keep, dtype=np.int64)
+    out_w = np.empty(keep, dtype=np.float64)
+    r = -1
+    for i in range(keep):
+        e = perm[i]
+        a = ns[e]
+        b = nd[e]
+        w = S[orig[e]]
+        if r >= 0 and out_s[r] == a and out_d[r] == b:
+            out_w[r] = out_w[r] + w
+        else:
+            r += 1
+            out_s[r] = a
+            out_d[r] = b
+            out_w[r] = w
+    return out_s[:r + 1], out_d[:r + 1], out_w[:r + 1]
+
+
+@njit(cache=True, nogil=True)
+def _record(pstart, out_a, out_b, out_w, out_cnt, node, run_size, n_leaves, n_done,
+            left, right, sim, msize):
+    """Append this round's merges in (part_key, seq) order to the dendrogram arrays; dendrogram node of
+    merge row r is n_leaves + r. Returns the new number of rows."""
+    r = n_done
+    for p in range(pstart.size - 1):
+        for k in range(out_cnt[p]):
+            i = pstart[p] + k
+            a = out_a[i]
+            b = out_b[i]
+            left[r] = node[a]
+            right[r] = node[b]
+            sim[r] = out_w[i]
+            run_size[a] += run_size[b]
+            msize[r] = run_size[a]
+            node[a] = n_leaves + r
+            r += 1
+    return r
