@@ -106,12 +106,24 @@ def make_planted_partition_graph(
         for block in members:
             size = block.size
             # for each node pick in_neighbors distinct others in its block: random keys, self excluded
-            picks = np.empty((size, in_neighbors), dtype=np.int64)
-            for start in range(0, size, 1024):  # chunks keep memory at O(1024 * size)
-                rows = np.arange(start, min(start + 1024, size))
-                keys = rng.random((rows.size, size))
-                keys[np.arange(rows.size), rows] = np.inf
-                picks[rows] = np.argpartition(keys, in_neighbors - 1, axis=1)[:, :in_neighbors]
+            if size <= 4 * in_neighbors + 64:
+                picks = np.empty((size, in_neighbors), dtype=np.int64)
+                for start in range(0, size, 1024):  # random keys; chunks keep memory at O(1024 * size)
+                    rows = np.arange(start, min(start + 1024, size))
+                    keys = rng.random((rows.size, size))
+                    keys[np.arange(rows.size), rows] = np.inf
+                    picks[rows] = np.argpartition(keys, in_neighbors - 1, axis=1)[:, :in_neighbors]
+            else:
+                # rejection: draw others (self skipped by the shift), redraw the rows with a repeat; O(size * k)
+                picks = np.empty((size, in_neighbors), dtype=np.int64)
+                todo = np.arange(size)
+                while todo.size:
+                    r = rng.integers(0, size - 1, size=(todo.size, in_neighbors))
+                    r += r >= todo[:, None]
+                    srt = np.sort(r, axis=1)
+                    ok = (srt[:, 1:] != srt[:, :-1]).all(axis=1)
+                    picks[todo[ok]] = r[ok]
+                    todo = todo[~ok]
             src_parts.append(np.repeat(block, in_neighbors))
             dst_parts.append(block[picks.ravel()])
             w_parts.append(rng.uniform(0.5, 1.0, size * in_neighbors))

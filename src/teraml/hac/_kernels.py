@@ -449,3 +449,27 @@ def _record(pstart, out_a, out_b, out_w, out_cnt, node, run_size, n_leaves, n_do
             node[a] = n_leaves + r
             r += 1
     return r
+
+
+# ------------------------------------------------------------------------------------------------ dendrogram
+
+
+@njit(cache=True, nogil=True)
+def _flatten_top(n, left, right, sim, t):
+    """Subtree flattening: the highest ancestor with similarity >= t of every leaf (itself if none)."""
+    m = left.size
+    top = np.full(n + m, -1, dtype=np.int64)
+    for i in range(m - 1, -1, -1):
+        c = n + i
+        if top[c] >= 0:
+            anc = top[c]
+        elif sim[i] >= t:
+            anc = c
+        else:
+            anc = -1
+        top[left[i]] = anc
+        top[right[i]] = anc
+    out = np.empty(n, dtype=np.int64)
+    for u in range(n):
+        out[u] = top[u] if top[u] >= 0 else u
+    return out

@@ -59,17 +59,10 @@ class Dendrogram:
         This is subtree semantics, right for non-monotone trees (a union-find over merges >= t, or scipy's
         ``fcluster(..., "distance")``, differ there). Labels are 0..k-1 ordered by smallest leaf.
         """
-        t = float(threshold)
-        n, m = self.n_leaves, self.n_merges
-        top = np.full(n + m, -1, dtype=np.int64)  # the highest qualifying ancestor seen from above
-        for i in range(m - 1, -1, -1):
-            c = n + i
-            anc = top[c] if top[c] >= 0 else (c if self.similarity[i] >= t else -1)
-            top[self.left[i]] = anc
-            top[self.right[i]] = anc
-        leaves = top[:n]
-        leaves = np.where(leaves >= 0, leaves, np.arange(n))
-        return self._labels_from_top(leaves)
+        from teraml.hac._kernels import _flatten_top
+
+        return self._labels_from_top(_flatten_top(self.n_leaves, self.left, self.right, self.similarity,
+                                                  float(threshold)))
 
     def n_components(self) -> int:
         return self.n_leaves - self.n_merges
