@@ -369,3 +369,32 @@ def test_epsilon_above_one_warns_and_max_rounds_stops():
     with pytest.warns(ConvergenceWarning, match="max_rounds=1"):
         m = TeraHAC(threshold=0.0, epsilon=0.0, max_rounds=1).fit(g)
     assert m.n_rounds_ == 1
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_i4_subgraph_hac_depends_only_on_the_rows(seed):
+    # the same rows in another order (Spark delivers group rows in arbitrary order) give the same merges
+    rng = np.random.default_rng(seed)
+    g = er_graph(60, 0.2, seed)
+    rows = list(zip(g.src.tolist(), g.dst.tolist(), g.weight.tolist()))
+    size = {u: int(rng.integers(1, 4)) for u in range(60)}
+    M = {u: (math.inf if size[u] == 1 else float(rng.uniform(0.3, 1.0))) for u in range(60)}
+    members = [u for u in range(60) if u % 5 != 0]
+
+    def build(order):
+        adj = {}
+        for i in order:
+            a, b, w = rows[i]
+            adj.setdefault(a, {})[b] = w
+            adj.setdefault(b, {})[a] = w
+        return adj
+
+    adj0 = build(range(len(rows)))
+    members = [u for u in members if u in adj0]
+    ref = _subgraph_hac_dicts(members, adj0, size, M, 0.1)
+    assert ref[0]
+    for _ in range(3):
+        adj = build(rng.permutation(len(rows)))
+        shuffled_members = [int(u) for u in rng.permutation(members)]
+        out = _subgraph_hac_dicts(shuffled_members, adj, size, M, 0.1)
+        assert out == ref
