@@ -352,6 +352,7 @@ def test_hypothesis_eps0_exact_and_relabel_invariance(n, p, seed, eps):
         ({"threshold": 0.1, "max_partition_size": 1}, "g", ValueError,
          "max_partition_size must be an int >= 2 or None, got 1"),
         ({"n_clusters": 0}, "g", ValueError, "n_clusters must be an int >= 1, got 0"),
+        ({"threshold": 0.1, "affinity_levels": 0}, "g", ValueError, "affinity_levels must be an int >= 1, got 0"),
     ],
 )
 def test_validation(kwargs, X, exc, match):
@@ -367,7 +368,7 @@ def test_epsilon_above_one_warns_and_max_rounds_stops():
     from sklearn.exceptions import ConvergenceWarning
 
     with pytest.warns(ConvergenceWarning, match="max_rounds=1"):
-        m = TeraHAC(threshold=0.0, epsilon=0.0, max_rounds=1).fit(g)
+        m = TeraHAC(threshold=0.0, epsilon=0.0, max_rounds=1, affinity_levels=1).fit(g)
     assert m.n_rounds_ == 1
 
 
@@ -398,3 +399,17 @@ def test_i4_subgraph_hac_depends_only_on_the_rows(seed):
         shuffled_members = [int(u) for u in rng.permutation(members)]
         out = _subgraph_hac_dicts(shuffled_members, adj, size, M, 0.1)
         assert out == ref
+
+
+def test_affinity_levels_grow_partitions_within_the_cap_and_cut_rounds():
+    src, dst, w, labels = make_planted_partition_graph(4000, 20, random_state=2)
+    g = Graph.from_edges(src, dst, w, n_nodes=4000)
+    runs = {L: TeraHAC(threshold=0.0, affinity_levels=L).fit(g) for L in (1, 2, 3)}
+    assert runs[3].n_rounds_ < runs[1].n_rounds_
+    assert runs[3].round_stats_[0]["max_partition"] > runs[1].round_stats_[0]["max_partition"]
+    capped = TeraHAC(threshold=0.0, affinity_levels=3, max_partition_size=40).fit(g)
+    assert max(s["max_partition"] for s in capped.round_stats_) <= 40
+    for m in (*runs.values(), capped):
+        assert adjusted_rand_score(labels, m.dendrogram_.cut(20)) == 1.0
+        c = certify(g, m.dendrogram_, 0.1)
+        assert c["max_goodness"] <= 1.1 * (1 + 1e-9)

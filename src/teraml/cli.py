@@ -210,6 +210,7 @@ def cmd_hac(args) -> int:
                                duplicates=args.duplicates)
             model = TeraHAC(threshold=args.threshold, n_clusters=args.n_clusters, epsilon=args.epsilon,
                             engine=args.engine, max_partition_size=args.max_partition_size,
+                            affinity_levels=args.affinity_levels,
                             max_rounds=args.max_rounds, n_jobs=args.n_jobs, random_state=args.seed,
                             verbose=not args.quiet).fit(g)
         for w in caught:
@@ -283,6 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
     h.add_argument("--weight-col", default="weight")
     h.add_argument("--duplicates", default="max", choices=["max", "sum", "error"])
     h.add_argument("--max-partition-size", type=int, default=None)
+    h.add_argument("--affinity-levels", type=int, default=3, help="affinity levels per partition (1: best edges only)")
     h.add_argument("--max-rounds", type=int, default=1000)
     h.add_argument("--n-jobs", type=int, default=None, help="threads over partitions (-1: all cores)")
     h.add_argument("--seed", type=int, default=None)

@@ -186,17 +186,51 @@ def _ghat(A, ia, ib, b, n_loc, m_loc, Bh):
 
 
 @njit(cache=True, nogil=True)
-def _push_edges(heap, A, i, u, alive, ver, n_loc, m_loc, Bh, loc, part, key):
-    for x in A[i].keys():
+def _node_key(A, i, u, alive, n_loc, m_loc, Bh, loc, part, key):
+    """The smallest (g^, a, b) over u's alive in-partition edges (a < b); a = -1 if u has none. (S, the
+    sizes and M enter through commutative IEEE operations, so either end computes the same g^.)"""
+    bg = np.inf
+    ba = -1
+    bb = -1
+    nu = np.float64(n_loc[i])
+    mu = m_loc[i]
+    bu = Bh[i]
+    for x, s in A[i].items():
         if part[x] == key:
             j = loc[x]
             if alive[j]:
+                w = s / (nu * np.float64(n_loc[j]))
+                den = min(w, mu, m_loc[j])
+                g = max(bu, Bh[j]) / den if den > 0 else np.inf
                 if u < x:
-                    g, _ = _ghat(A, i, j, x, n_loc, m_loc, Bh)
-                    heapq.heappush(heap, (g, u, x, ver[i], ver[j]))
+                    a_ = u
+                    b_ = x
                 else:
-                    g, _ = _ghat(A, j, i, u, n_loc, m_loc, Bh)
-                    heapq.heappush(heap, (g, x, u, ver[j], ver[i]))
+                    a_ = x
+                    b_ = u
+                if ba < 0 or g < bg or (g == bg and (a_ < ba or (a_ == ba and b_ < bb))):
+                    bg = g
+                    ba = a_
+                    bb = b_
+    return bg, ba, bb
+
+
+@njit(cache=True, nogil=True)
+def _push_node(heap, A, i, u, alive, nver, n_loc, m_loc, Bh, loc, part, key):
+    """Queue u under its current key (the old entry, if any, becomes invalid)."""
+    g, a, b = _node_key(A, i, u, alive, n_loc, m_loc, Bh, loc, part, key)
+    nver[i] += 1
+    if a >= 0:
+        heapq.heappush(heap, (g, a, b, u, nver[i]))
+
+
+@njit(cache=True, nogil=True)
+def _refresh(heap, A, i, u, alive, nver, n_loc, m_loc, Bh, loc, part, key, ann, size):
+    """refresh(u): recompute B^(u) (it only falls here: a neighbour announced a larger size) and re-key u."""
+    old = Bh[i]
+    Bh[i] = _bhat(A[i], i, n_loc, ann, loc, part, key, size)
+    if Bh[i] < old:
+        _push_node(heap, A, i, u, alive, nver, n_loc, m_loc, Bh, loc, part, key)
 
 
 @njit(cache=True, nogil=True)
@@ -204,10 +238,13 @@ def _subgraph_hac_one(s0, s1, members, part, loc, indptr, nbr, wt, size, M, eps,
                       out_a, out_b, out_w, new_size, new_M, rep):
     """SubgraphHAC of the partition ``members[s0:s1]`` (ascending ids; key = members[s0]).
 
-    Merges only edges whose estimated goodness g^ = max(B^(a), B^(b)) / min(W(a,b), M(a), M(b)) is
-    <= 1 + eps; neighbours outside the partition are frozen (they count in B^, never merge). Sizes are
-    announced lazily: a cluster re-announces once it exceeds (1 + eps/2) times its last announcement, so
-    W <= W^ <= (1 + eps/2) W and g^ never under-states the true goodness. Writes merge k at
+    Merges, smallest first, edges whose estimated goodness g^ = max(B^(a), B^(b)) / min(W(a,b), M(a), M(b))
+    is <= 1 + eps (ties: smaller a, then smaller b); neighbours outside the partition are frozen (they
+    count in B^, never merge). Sizes are announced lazily: a cluster re-announces once it exceeds
+    (1 + eps/2) times its last announcement, so W <= W^ <= (1 + eps/2) W and g^ never under-states the true
+    goodness; the neighbours of an announcing cluster are refreshed lazily (when one of their edges comes
+    up, and all of them before stopping). A node-level priority queue: each cluster is queued under the
+    smallest key of its edges; keys that only grew since are fixed when popped. Writes merge k at
     ``out_*[s0 + k]`` (a, b, exact W), ``rep[absorbed] = survivor`` and the survivors' ``new_size`` /
     ``new_M``; returns the number of merges."""
     alpha = eps / 2.0
@@ -232,41 +269,40 @@ def _subgraph_hac_one(s0, s1, members, part, loc, indptr, nbr, wt, size, M, eps,
     n_stale = 0
     stale_list = [np.int64(0)]  # the ids marked stale since the last full refresh (may repeat)
     stale_list.pop()
-    ver = np.zeros(k, dtype=np.int64)
+    nver = np.zeros(k, dtype=np.int64)
     Bh = np.empty(k, dtype=np.float64)
     for i in range(k):
         Bh[i] = _bhat(A[i], i, n_loc, ann, loc, part, key, size)
     heap = [(0.0, np.int64(0), np.int64(0), np.int64(0), np.int64(0))]
     heap.pop()
     for i in range(k):
-        u = members[s0 + i]
-        for x in A[i].keys():
-            if x > u and part[x] == key:
-                j = loc[x]
-                g, _ = _ghat(A, i, j, x, n_loc, m_loc, Bh)
-                heap.append((g, u, x, ver[i], ver[j]))
+        g, a, b = _node_key(A, i, members[s0 + i], alive, n_loc, m_loc, Bh, loc, part, key)
+        if a >= 0:
+            heap.append((g, a, b, members[s0 + i], nver[i]))
     heapq.heapify(heap)
     n_merges = 0
     while len(heap) > 0:
-        g0, a, b, va, vb = heapq.heappop(heap)
+        g0, a0, b0, u, v = heapq.heappop(heap)
+        iu = loc[u]
+        if not alive[iu] or nver[iu] != v:
+            continue
+        g, a, b = _node_key(A, iu, u, alive, n_loc, m_loc, Bh, loc, part, key)
+        if a < 0:
+            continue
+        if g != g0 or a != a0 or b != b0:  # the key grew (or its edge went): queue it again
+            heapq.heappush(heap, (g, a, b, u, v))
+            continue
         ia = loc[a]
         ib = loc[b]
-        if not alive[ia] or not alive[ib] or ver[ia] != va or ver[ib] != vb or b not in A[ia]:
-            continue
         refreshed = False
         for i in (ia, ib):
             if stale[i]:
                 stale[i] = False
                 n_stale -= 1
-                Bh[i] = _bhat(A[i], i, n_loc, ann, loc, part, key, size)
-                ver[i] += 1
-                _push_edges(heap, A, i, members[s0 + i], alive, ver, n_loc, m_loc, Bh, loc, part, key)
+                _refresh(heap, A, i, members[s0 + i], alive, nver, n_loc, m_loc, Bh, loc, part, key, ann, size)
                 refreshed = True
-        if refreshed:
-            continue
-        g, w = _ghat(A, ia, ib, b, n_loc, m_loc, Bh)
-        if g != g0:
-            heapq.heappush(heap, (g, a, b, va, vb))
+        if refreshed:  # keys fell: queue u again under its new key and take the smallest
+            _push_node(heap, A, iu, u, alive, nver, n_loc, m_loc, Bh, loc, part, key)
             continue
         if g > limit:
             if n_stale > 0:  # refresh everything stale: estimates only fall, keys may drop below the limit
@@ -275,15 +311,15 @@ def _subgraph_hac_one(s0, s1, members, part, loc, indptr, nbr, wt, size, M, eps,
                     if stale[i]:
                         stale[i] = False
                         if alive[i]:
-                            Bh[i] = _bhat(A[i], i, n_loc, ann, loc, part, key, size)
-                            ver[i] += 1
-                            _push_edges(heap, A, i, members[s0 + i], alive, ver, n_loc, m_loc, Bh, loc, part, key)
+                            _refresh(heap, A, i, members[s0 + i], alive, nver, n_loc, m_loc, Bh, loc, part, key,
+                                     ann, size)
                 stale_list.clear()
                 n_stale = 0
-                heapq.heappush(heap, (g, a, b, ver[ia], ver[ib]))
+                _push_node(heap, A, iu, u, alive, nver, n_loc, m_loc, Bh, loc, part, key)
                 continue
             break
-        # merge a and b into c = min(a, b) (a < b always)
+        w = A[ia][b] / (np.float64(n_loc[ia]) * np.float64(n_loc[ib]))
+        # merge a and b into c = a (a < b)
         out_a[s0 + n_merges] = a
         out_b[s0 + n_merges] = b
         out_w[s0 + n_merges] = w
@@ -321,8 +357,6 @@ def _subgraph_hac_one(s0, s1, members, part, loc, indptr, nbr, wt, size, M, eps,
             n_stale -= 1
         announce = np.float64(n_c) > (1.0 + alpha) * np.float64(ann_c)
         ann[ic] = n_c if announce else ann_c
-        ver[ic] += 1
-        ver[io] += 1
         for x, s in big.items():
             if part[x] == key:
                 j = loc[x]
@@ -332,15 +366,13 @@ def _subgraph_hac_one(s0, s1, members, part, loc, indptr, nbr, wt, size, M, eps,
                     Ax[a] = s
                     wx = s / (np.float64(n_loc[j]) * np.float64(ann[ic]))
                     if wx > Bh[j]:
-                        Bh[j] = wx
-                        ver[j] += 1
-                        _push_edges(heap, A, j, x, alive, ver, n_loc, m_loc, Bh, loc, part, key)
+                        Bh[j] = wx  # keys of x's edges only grow: its queue entry stays a lower bound
                     elif announce and not stale[j]:
                         stale[j] = True
                         stale_list.append(j)
                         n_stale += 1
         Bh[ic] = _bhat(A[ic], ic, n_loc, ann, loc, part, key, size)
-        _push_edges(heap, A, ic, a, alive, ver, n_loc, m_loc, Bh, loc, part, key)
+        _push_node(heap, A, ic, a, alive, nver, n_loc, m_loc, Bh, loc, part, key)
     for i in range(k):
         if alive[i]:
             u = members[s0 + i]
@@ -472,4 +504,49 @@ def _flatten_top(n, left, right, sim, t):
     out = np.empty(n, dtype=np.int64)
     for u in range(n):
         out[u] = top[u] if top[u] >= 0 else u
+    return out
+
+
+@njit(cache=True, nogil=True)
+def _affinity_level(part, indptr, nbr, wt, size, cap):
+    """One more affinity (Boruvka) level over a partition: every set links to the set across its heaviest
+    outgoing edge between active clusters (W; ties: smaller set key), visited by decreasing W (ties: smaller
+    key); two sets join while their union holds <= cap clusters (counts change only on real unions).
+    Returns the new part (smallest id of each set); -1 (inactive) stays -1."""
+    n = part.size
+    bw = np.full(n, -1.0)
+    bto = np.full(n, -1, dtype=np.int64)
+    count = np.zeros(n, dtype=np.int64)
+    for u in range(n):
+        pu = part[u]
+        if pu < 0:
+            continue
+        count[pu] += 1
+        su = np.float64(size[u])
+        for e in range(indptr[u], indptr[u + 1]):
+            x = nbr[e]
+            px = part[x]
+            if px < 0 or px == pu:
+                continue
+            w = wt[e] / (su * np.float64(size[x]))
+            if w > bw[pu] or (w == bw[pu] and px < bto[pu]):
+                bw[pu] = w
+                bto[pu] = px
+    keys = np.flatnonzero(bto >= 0)
+    order = keys[np.argsort(-bw[keys], kind="mergesort")]  # stable: equal weights keep the smaller key first
+    parent = np.arange(n)
+    for i in range(order.size):
+        a = order[i]
+        ra = _find(parent, a)
+        rb = _find(parent, bto[a])
+        if ra == rb or count[ra] + count[rb] > cap:
+            continue
+        if rb < ra:
+            ra, rb = rb, ra
+        parent[rb] = ra
+        count[ra] += count[rb]
+    out = np.full(n, -1, dtype=np.int64)
+    for u in range(n):
+        if part[u] >= 0:
+            out[u] = _find(parent, part[u])
     return out

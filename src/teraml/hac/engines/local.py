@@ -27,6 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from teraml.hac._kernels import (
+    _affinity_level,
     _affinity_partition,
     _best,
     _build_csr,
@@ -77,8 +78,11 @@ class LocalEngine:
         self.mround = np.empty(cap, dtype=np.int32)
         self.n_done = 0
 
-    def run_round(self, rnd, prune, epsilon, cap, partitioner):
-        """One round; returns its stats dict, or None when no cluster is active (B <= prune)."""
+    def run_round(self, rnd, prune, epsilon, cap, partitioner, levels=1):
+        """One round; returns its stats dict, or None when no cluster is active (B <= prune).
+
+        ``levels``: affinity levels of the partition (1: sets along best edges only, as the reference; each
+        further level joins every set to the set across its heaviest outgoing edge, within ``cap``)."""
         t0 = time.perf_counter()
         n = self.n
         n_edges = int(self.src.size)
@@ -93,6 +97,8 @@ class LocalEngine:
         else:
             order = active[np.lexsort((active, -B[active]))]
             part = _affinity_partition(order, best, int(cap), n)
+            for _ in range(int(levels) - 1):
+                part = _affinity_level(part, indptr, nbr, wt, self.size, int(cap))
         keys = part[active]
         idx = np.argsort(keys, kind="stable")                  # by (key, id): active is ascending
         members, keys = active[idx], keys[idx]
