@@ -109,9 +109,8 @@ def _sklearn_connectivity(X, g, n_clusters, metric):
 
 
 def _paris_best_cut(g, y, max_k=100):
-    from sknetwork.hierarchy import Paris, cut_straight
-
     import scipy.sparse as sp
+    from sknetwork.hierarchy import Paris, cut_straight
 
     A = sp.csr_matrix(g.to_sparse())
     A.indices = A.indices.astype(np.int32)  # Paris' Cython code takes 32-bit indices only
@@ -164,7 +163,8 @@ def _scale_main():
         TeraHAC(threshold=0.5).fit(d3_graph(200)[0])  # compile / load the numba cache first
         t0 = time.perf_counter()
         m = TeraHAC(threshold=float(extra.get("t", 0.0)), epsilon=0.1, n_jobs=extra.get("n_jobs"),
-                    max_partition_size=extra.get("max_partition_size")).fit(g)
+                    max_partition_size=extra.get("max_partition_size"),
+                    affinity_levels=int(extra.get("affinity_levels", 3))).fit(g)
         out["seconds"] = time.perf_counter() - t0
         out["rounds"] = m.n_rounds_
         out["merges"] = int(m.dendrogram_.n_merges)
@@ -362,7 +362,16 @@ def _run(*, quick, verbose, scale) -> DemoSection:
             _log(verbose, f"{data} n=1e5: TeraHAC and exact_hac in subprocesses")
             tr = _subprocess_run("terahac", 100_000, {"data": data})
             er = _subprocess_run("exact", 100_000, {"data": data})
-            res[f"{data}_1e5"] = {"terahac": tr, "exact": er}
+            one = _subprocess_run("terahac", 100_000, {"data": data, "affinity_levels": 1})
+            res[f"{data}_1e5"] = {"terahac": tr, "exact": er, "terahac_affinity_levels_1": one}
+            if "seconds" in one:
+                rows.append([f"{data} n=1e5", "TeraHAC eps=0.1, affinity_levels=1 (reference partition)", None, None,
+                             None, one["rounds"], one["seconds"]])
+            if "seconds" in tr:
+                rows.append([f"{data} n=1e5", "TeraHAC eps=0.1 (affinity_levels=3)", None, None, None, tr["rounds"],
+                             tr["seconds"]])
+            if "seconds" in er:
+                rows.append([f"{data} n=1e5", "exact_hac", None, None, None, None, er["seconds"]])
             if "seconds" in tr and "seconds" in er:
                 rounds_rows.append([data, 100_000, tr["edges"], tr["rounds"], tr["seconds"]])
                 timing.append((data, 100_000, tr["edges"], "TeraHAC eps=0.1", tr["seconds"]))
