@@ -92,7 +92,8 @@ def test_hac_command_on_csv_and_points(tmp_path, capsys):
     assert "pass --overwrite" in capsys.readouterr().err
     pts = tmp_path / "pts.npy"
     np.save(pts, np.random.default_rng(0).normal(size=(60, 5)))
-    assert cli.main(["hac", str(pts), "--points", "--n-clusters", "3", "--out", str(tmp_path / "p"), "--quiet"]) == 0
+    assert cli.main(["hac", str(pts), "--points", "--n-clusters", "3", "--out", str(tmp_path / "p"), "--quiet",
+                     "--n-jobs", "2", "--affinity-levels", "1", "--seed", "3"]) == 0
 
 
 def test_hac_command_bad_input_exits_2(tmp_path, capsys):
