@@ -180,7 +180,9 @@ def test_q4_certificate_on_digits_and_er(eps):
         mt = TeraHAC(threshold=t, epsilon=eps).fit(g)
         ct = certify(g, mt.dendrogram_, eps, threshold=t)
         assert ct["max_goodness"] <= (1 + eps) * (1 + 1e-9)
+        assert ct["min_greedy_ratio"] >= (1 - 1e-9) / (1 + eps)
         assert ct["max_root_w"] <= t / (1 + eps)                # active down to t/(1+eps) (pitfall 8)
+        assert mt.dendrogram_.similarity.min() > t / (1 + eps)  # and no merge below that line
 
 
 def test_certificate_catches_a_bad_merge():
@@ -196,9 +198,31 @@ def test_certificate_catches_a_bad_merge():
     assert certify(g, good, eps=0.0)["max_goodness"] == pytest.approx(1.0)
 
 
-def test_i3_no_good_edge_left_in_a_partition():
+def test_i3_an_unannounced_merge_still_marks_the_absorbed_sides_neighbours():
+    # after (0, 1) merges without announcing, W^(2, c) is smaller than W^(2, 1) was: B^(2) must be refreshed,
+    # else the edge (c, 2), of true goodness 1.0, is left unmerged
+    adj = {0: {1: 0.5184, 2: 0.293}, 1: {0: 0.5184, 2: 0.3734}, 2: {0: 0.293, 1: 0.3734}}
+    size = {0: 4, 1: 1, 2: 5}
+    M = {0: 0.13991150426757967, 1: math.inf, 2: 0.18048971647395307}
+    merges = _subgraph_hac_dicts([0, 1, 2], adj, size, M, 0.5)[0]
+    assert [m[:2] for m in merges] == [(0, 1), (0, 2)]
+    assert [m[:2] for m in _subgraph_hac_naive([0, 1, 2], adj, size, M, 0.5)] == [(0, 1), (0, 2)]
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_eps0_with_a_threshold_equals_exact_hac_at_that_threshold(seed):
+    g = er_graph(120, 0.06, seed)
+    for t in (0.3, 0.1, 0.03):
+        d = exact_hac(g, threshold=t)
+        m = TeraHAC(threshold=t, epsilon=0.0).fit(g)
+        assert np.allclose(np.sort(d.similarity), np.sort(m.dendrogram_.similarity), rtol=1e-12, atol=0)
+        assert adjusted_rand_score(d.flatten(t), m.labels_) == 1.0
+
+
+@pytest.mark.parametrize("eps", [0.1, 0.5, 1.0])
+def test_i3_no_good_edge_left_in_a_partition(eps):
     rng = np.random.default_rng(5)
-    for seed in range(4):
+    for seed in range(12):
         g = er_graph(70, 0.15, seed)
         adj = {}
         for a, b, w in zip(g.src.tolist(), g.dst.tolist(), g.weight.tolist()):
@@ -207,7 +231,6 @@ def test_i3_no_good_edge_left_in_a_partition():
         size = {u: int(rng.integers(1, 4)) for u in range(70)}
         M = {u: (math.inf if size[u] == 1 else float(rng.uniform(0.3, 1.0))) for u in range(70)}
         members = [u for u in range(70) if u % 4 != 0 and u in adj]
-        eps = 0.1
         merges, _, _ = _subgraph_hac_dicts(members, adj, size, M, eps)
         A, n, m = _replay_state(members, adj, size, M, merges)
         inP = {u for u in A}
@@ -331,6 +354,7 @@ def test_hypothesis_eps0_exact_and_relabel_invariance(n, p, seed, eps):
     for mm, gg in ((m, g), (m3, g3), (m5, g), (m7, g3)):
         c = certify(gg, mm.dendrogram_, eps, threshold=mm.threshold_)
         assert c["max_goodness"] <= (1 + eps) * (1 + 1e-9)
+        assert c["min_greedy_ratio"] >= (1 - 1e-9) / (1 + eps)
         assert c["max_root_w"] <= mm.threshold_ / (1 + eps)
 
 

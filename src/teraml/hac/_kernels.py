@@ -177,18 +177,11 @@ def _bhat(d, i, n_loc, ann, loc, part, key, size):
 
 
 @njit(cache=True, nogil=True)
-def _ghat(A, ia, ib, b, n_loc, m_loc, Bh):
-    w = A[ia][b] / (np.float64(n_loc[ia]) * np.float64(n_loc[ib]))  # the exact W
-    den = min(w, m_loc[ia], m_loc[ib])
-    if den > 0:
-        return max(Bh[ia], Bh[ib]) / den, w
-    return np.inf, w
-
-
-@njit(cache=True, nogil=True)
-def _node_key(A, i, u, alive, n_loc, m_loc, Bh, loc, part, key):
-    """The smallest (g^, a, b) over u's alive in-partition edges (a < b); a = -1 if u has none. (S, the
-    sizes and M enter through commutative IEEE operations, so either end computes the same g^.)"""
+def _node_key(A, i, u, alive, n_loc, m_loc, Bh, loc, part, key, prune):
+    """The smallest (g^, a, b) over u's alive in-partition edges with W > prune (a < b); a = -1 if u has
+    none. (S, the sizes and M enter through commutative IEEE operations, so either end computes the same
+    g^.) Edges at or below the prune line t/(1+eps) never merge: the dendrogram stops there, as exact HAC
+    stops at t."""
     bg = np.inf
     ba = -1
     bb = -1
@@ -200,6 +193,8 @@ def _node_key(A, i, u, alive, n_loc, m_loc, Bh, loc, part, key):
             j = loc[x]
             if alive[j]:
                 w = s / (nu * np.float64(n_loc[j]))
+                if not w > prune:
+                    continue
                 den = min(w, mu, m_loc[j])
                 g = max(bu, Bh[j]) / den if den > 0 else np.inf
                 if u < x:
@@ -216,25 +211,25 @@ def _node_key(A, i, u, alive, n_loc, m_loc, Bh, loc, part, key):
 
 
 @njit(cache=True, nogil=True)
-def _push_node(heap, A, i, u, alive, nver, n_loc, m_loc, Bh, loc, part, key):
+def _push_node(heap, A, i, u, alive, nver, n_loc, m_loc, Bh, loc, part, key, prune):
     """Queue u under its current key (the old entry, if any, becomes invalid)."""
-    g, a, b = _node_key(A, i, u, alive, n_loc, m_loc, Bh, loc, part, key)
+    g, a, b = _node_key(A, i, u, alive, n_loc, m_loc, Bh, loc, part, key, prune)
     nver[i] += 1
     if a >= 0:
         heapq.heappush(heap, (g, a, b, u, nver[i]))
 
 
 @njit(cache=True, nogil=True)
-def _refresh(heap, A, i, u, alive, nver, n_loc, m_loc, Bh, loc, part, key, ann, size):
+def _refresh(heap, A, i, u, alive, nver, n_loc, m_loc, Bh, loc, part, key, ann, size, prune):
     """refresh(u): recompute B^(u) (it only falls here: a neighbour announced a larger size) and re-key u."""
     old = Bh[i]
     Bh[i] = _bhat(A[i], i, n_loc, ann, loc, part, key, size)
     if Bh[i] < old:
-        _push_node(heap, A, i, u, alive, nver, n_loc, m_loc, Bh, loc, part, key)
+        _push_node(heap, A, i, u, alive, nver, n_loc, m_loc, Bh, loc, part, key, prune)
 
 
 @njit(cache=True, nogil=True)
-def _subgraph_hac_one(s0, s1, members, part, loc, indptr, nbr, wt, size, M, eps,
+def _subgraph_hac_one(s0, s1, members, part, loc, indptr, nbr, wt, size, M, eps, prune,
                       out_a, out_b, out_w, new_size, new_M, rep):
     """SubgraphHAC of the partition ``members[s0:s1]`` (ascending ids; key = members[s0]).
 
@@ -276,7 +271,7 @@ def _subgraph_hac_one(s0, s1, members, part, loc, indptr, nbr, wt, size, M, eps,
     heap = [(0.0, np.int64(0), np.int64(0), np.int64(0), np.int64(0))]
     heap.pop()
     for i in range(k):
-        g, a, b = _node_key(A, i, members[s0 + i], alive, n_loc, m_loc, Bh, loc, part, key)
+        g, a, b = _node_key(A, i, members[s0 + i], alive, n_loc, m_loc, Bh, loc, part, key, prune)
         if a >= 0:
             heap.append((g, a, b, members[s0 + i], nver[i]))
     heapq.heapify(heap)
@@ -286,7 +281,7 @@ def _subgraph_hac_one(s0, s1, members, part, loc, indptr, nbr, wt, size, M, eps,
         iu = loc[u]
         if not alive[iu] or nver[iu] != v:
             continue
-        g, a, b = _node_key(A, iu, u, alive, n_loc, m_loc, Bh, loc, part, key)
+        g, a, b = _node_key(A, iu, u, alive, n_loc, m_loc, Bh, loc, part, key, prune)
         if a < 0:
             continue
         if g != g0 or a != a0 or b != b0:  # the key grew (or its edge went): queue it again
@@ -299,10 +294,10 @@ def _subgraph_hac_one(s0, s1, members, part, loc, indptr, nbr, wt, size, M, eps,
             if stale[i]:
                 stale[i] = False
                 n_stale -= 1
-                _refresh(heap, A, i, members[s0 + i], alive, nver, n_loc, m_loc, Bh, loc, part, key, ann, size)
+                _refresh(heap, A, i, members[s0 + i], alive, nver, n_loc, m_loc, Bh, loc, part, key, ann, size, prune)
                 refreshed = True
         if refreshed:  # keys fell: queue u again under its new key and take the smallest
-            _push_node(heap, A, iu, u, alive, nver, n_loc, m_loc, Bh, loc, part, key)
+            _push_node(heap, A, iu, u, alive, nver, n_loc, m_loc, Bh, loc, part, key, prune)
             continue
         if g > limit:
             if n_stale > 0:  # refresh everything stale: estimates only fall, keys may drop below the limit
@@ -312,10 +307,10 @@ def _subgraph_hac_one(s0, s1, members, part, loc, indptr, nbr, wt, size, M, eps,
                         stale[i] = False
                         if alive[i]:
                             _refresh(heap, A, i, members[s0 + i], alive, nver, n_loc, m_loc, Bh, loc, part, key,
-                                     ann, size)
+                                     ann, size, prune)
                 stale_list.clear()
                 n_stale = 0
-                _push_node(heap, A, iu, u, alive, nver, n_loc, m_loc, Bh, loc, part, key)
+                _push_node(heap, A, iu, u, alive, nver, n_loc, m_loc, Bh, loc, part, key, prune)
                 continue
             break
         w = A[ia][b] / (np.float64(n_loc[ia]) * np.float64(n_loc[ib]))
@@ -339,6 +334,7 @@ def _subgraph_hac_one(s0, s1, members, part, loc, indptr, nbr, wt, size, M, eps,
                 else:
                     Ac[x] = s
             big = Ac
+            small = Ao
             ann_c = ann[ic]
         else:
             for x, s in Ac.items():
@@ -347,9 +343,9 @@ def _subgraph_hac_one(s0, s1, members, part, loc, indptr, nbr, wt, size, M, eps,
                 else:
                     Ao[x] = s
             big = Ao
+            small = Ac
             ann_c = ann[io]
         A[ic] = big
-        A[io] = Dict.empty(_i8, _f8)
         n_loc[ic] = n_c
         alive[io] = False
         if stale[io]:
@@ -367,12 +363,15 @@ def _subgraph_hac_one(s0, s1, members, part, loc, indptr, nbr, wt, size, M, eps,
                     wx = s / (np.float64(n_loc[j]) * np.float64(ann[ic]))
                     if wx > Bh[j]:
                         Bh[j] = wx  # keys of x's edges only grow: its queue entry stays a lower bound
-                    elif announce and not stale[j]:
+                    elif (announce or x in small) and not stale[j]:
+                        # W^(x, c) changed (c announced, or x saw the absorbed side under its old
+                        # announcement): B^(x) may now be too high; refresh it lazily
                         stale[j] = True
                         stale_list.append(j)
                         n_stale += 1
+        A[io] = Dict.empty(_i8, _f8)
         Bh[ic] = _bhat(A[ic], ic, n_loc, ann, loc, part, key, size)
-        _push_node(heap, A, ic, a, alive, nver, n_loc, m_loc, Bh, loc, part, key)
+        _push_node(heap, A, ic, a, alive, nver, n_loc, m_loc, Bh, loc, part, key, prune)
     for i in range(k):
         if alive[i]:
             u = members[s0 + i]
@@ -382,13 +381,13 @@ def _subgraph_hac_one(s0, s1, members, part, loc, indptr, nbr, wt, size, M, eps,
 
 
 @njit(cache=True, nogil=True)
-def _subgraph_hac(p_lo, p_hi, pstart, members, part, loc, indptr, nbr, wt, size, M, eps,
+def _subgraph_hac(p_lo, p_hi, pstart, members, part, loc, indptr, nbr, wt, size, M, eps, prune,
                   out_a, out_b, out_w, out_cnt, new_size, new_M, rep):
     """SubgraphHAC of partitions ``p_lo..p_hi-1`` (members[pstart[p]:pstart[p+1]]). Partitions write
     disjoint slots of every output, so disjoint ranges may run on different threads."""
     for p in range(p_lo, p_hi):
         out_cnt[p] = _subgraph_hac_one(pstart[p], pstart[p + 1], members, part, loc, indptr, nbr, wt, size, M,
-                                       eps, out_a, out_b, out_w, new_size, new_M, rep)
+                                       eps, prune, out_a, out_b, out_w, new_size, new_M, rep)
 
 
 # ------------------------------------------------------------------------------------------------ contraction

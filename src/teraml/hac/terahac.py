@@ -60,7 +60,7 @@ logger = logging.getLogger("teraml.hac")
 # ----------------------------------------------------------------------------------------- SubgraphHAC
 
 
-def _subgraph_hac_dicts(members, adj, size, M, eps):
+def _subgraph_hac_dicts(members, adj, size, M, eps, prune=0.0):
     """Run the SubgraphHAC kernel on dict inputs (tests, small examples).
 
     ``members``: the partition's cluster ids; ``adj[u]``: {neighbour: S(u, x)} for every member u (neighbours
@@ -101,7 +101,7 @@ def _subgraph_hac_dicts(members, adj, size, M, eps):
     if k >= 2:
         _subgraph_hac(0, 1, np.array([0, k], dtype=np.int64), np.array(members, dtype=np.int64), part,
                       np.zeros(n, dtype=np.int64), indptr, np.array(nbr, dtype=np.int64), np.array(wt, dtype=np.float64),
-                      sz, Mv, float(eps), out_a, out_b, out_w, out_cnt, new_size, new_M, rep)
+                      sz, Mv, float(eps), float(prune), out_a, out_b, out_w, out_cnt, new_size, new_M, rep)
     c = int(out_cnt[0])
     merges = [(int(out_a[i]), int(out_b[i]), float(out_w[i]), i) for i in range(c)]
     alive = [u for u in members if rep[u] == u]

@@ -119,7 +119,7 @@ class LocalEngine:
         new_size = self.size.copy()
         new_M = self.M.copy()
         rep = np.arange(n, dtype=np.int64)
-        args = (pstart, members, part, loc, indptr, nbr, wt, self.size, self.M, float(epsilon),
+        args = (pstart, members, part, loc, indptr, nbr, wt, self.size, self.M, float(epsilon), float(prune),
                 out_a, out_b, out_w, out_cnt, new_size, new_M, rep)
         if self.n_jobs == 1 or P < 2:
             _subgraph_hac(0, P, *args)
