@@ -80,11 +80,28 @@ def test_subtree_flattening_on_non_monotone_tree():
         d.to_linkage()
 
 
-def test_dendrogram_save_load(tmp_path):
+@pytest.mark.parametrize("suffix", [".npz", ".parquet"])
+def test_dendrogram_save_load(tmp_path, suffix):
     d = exact_hac(er_graph(60, 0.1, 1))
-    d.save(tmp_path / "d.npz")
-    e = Dendrogram.load(tmp_path / "d.npz")
-    assert np.array_equal(d.left, e.left) and np.array_equal(d.similarity, e.similarity)
+    d.save(tmp_path / f"d{suffix}")
+    e = Dendrogram.load(tmp_path / f"d{suffix}")
+    for c in ("left", "right", "similarity", "size", "round", "node_ids"):
+        assert np.array_equal(getattr(d, c), getattr(e, c)), c
+    assert e.n_leaves == d.n_leaves
+    with pytest.raises(ValueError, match="path must end in .npz or .parquet, got"):
+        d.save(tmp_path / "d.txt")
+
+
+def test_monotone_check_and_forest_linkage_scale():
+    # a forest of 20000 singletons plus a few merges: the filler merges must be linear, not quadratic
+    n = 20000
+    d = Dendrogram(n, [0, 2], [1, 3], [0.9, 0.8])
+    Z = d.to_linkage()
+    from scipy.cluster.hierarchy import is_valid_linkage
+
+    assert is_valid_linkage(Z) and Z[-1, 3] == n
+    assert d.is_monotone()
+    assert not Dendrogram(3, [0, 3], [1, 2], [0.2, 0.9]).is_monotone()
 
 
 @settings(max_examples=20, deadline=None)

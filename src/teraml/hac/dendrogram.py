@@ -13,6 +13,7 @@ stops when no pair is similar enough, so the result may be a forest (fewer than 
 from __future__ import annotations
 
 import warnings
+from collections import deque
 
 import numpy as np
 
@@ -92,12 +93,11 @@ class Dendrogram:
 
     def is_monotone(self) -> bool:
         """True iff no merge is more similar than a merge below it."""
-        n = self.n_leaves
-        for i in range(self.n_merges):
-            for ch in (self.left[i], self.right[i]):
-                if ch >= n and self.similarity[ch - n] < self.similarity[i]:
-                    return False
-        return True
+        n, m = self.n_leaves, self.n_merges
+        child = np.concatenate([self.left, self.right])
+        parent = np.concatenate([np.arange(m), np.arange(m)])
+        inner = child >= n
+        return bool(np.all(self.similarity[child[inner] - n] >= self.similarity[parent[inner]]))
 
     def to_linkage(self, transform="one_minus") -> np.ndarray:
         """A scipy linkage matrix (n - 1, 4) with distance ``1 - w`` (or ``1/w`` with ``"reciprocal"``).
@@ -118,24 +118,60 @@ class Dendrogram:
         has_parent = np.zeros(n + max(0, n - 1), dtype=bool)
         has_parent[self.left] = True
         has_parent[self.right] = True
-        roots = [r for r in range(n + m) if not has_parent[r]]
+        roots = deque(np.flatnonzero(~has_parent[:n + m]).tolist())
         sizes = np.concatenate([np.ones(n, dtype=np.int64), self.size, np.zeros(max(0, n - 1 - m), dtype=np.int64)])
         filler = (dist.max() if m else 0.0) + 1.0
         i = m
         while len(roots) > 1:
-            a, b = roots[0], roots[1]
+            a, b = roots.popleft(), roots.popleft()
             Z[i] = (a, b, filler, sizes[a] + sizes[b])
             sizes[n + i] = sizes[a] + sizes[b]
-            roots = roots[2:] + [n + i]
+            roots.append(n + i)
             i += 1
         return Z
 
+    _COLUMNS = ("left", "right", "similarity", "size", "round")
+
     def save(self, path) -> None:
-        """Save as ``.npz``."""
+        """Save as ``.npz`` or ``.parquet`` (by suffix; Parquet keeps one row per merge, leaves and node ids in
+        the file's metadata).
+
+        >>> import tempfile, os
+        >>> d = Dendrogram(3, [0, 3], [1, 2], [0.9, 0.2])
+        >>> path = os.path.join(tempfile.mkdtemp(), "tree.parquet")
+        >>> d.save(path); Dendrogram.load(path).similarity.tolist()
+        [0.9, 0.2]
+        """
+        path = str(path)
+        if path.endswith(".parquet"):
+            import json
+
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+
+            ids = self.node_ids.tolist()
+            meta = {"teraml.dendrogram": json.dumps({"n_leaves": self.n_leaves, "node_ids": ids})}
+            table = pa.table({c: getattr(self, c) for c in self._COLUMNS}).replace_schema_metadata(meta)
+            pq.write_table(table, path)
+            return
+        if not path.endswith(".npz"):
+            raise ValueError(f"path must end in .npz or .parquet, got {path!r}")
         np.savez(path, n_leaves=self.n_leaves, left=self.left, right=self.right, similarity=self.similarity,
                  size=self.size, round=self.round, node_ids=self.node_ids)
 
     @classmethod
     def load(cls, path) -> Dendrogram:
+        """Load a dendrogram written by :meth:`save` (``.npz`` or ``.parquet``)."""
+        path = str(path)
+        if path.endswith(".parquet"):
+            import json
+
+            import pyarrow.parquet as pq
+
+            table = pq.read_table(path)
+            meta = json.loads(table.schema.metadata[b"teraml.dendrogram"])
+            cols = {c: table.column(c).to_numpy() for c in cls._COLUMNS}
+            return cls(int(meta["n_leaves"]), cols["left"], cols["right"], cols["similarity"], cols["size"],
+                       cols["round"], np.asarray(meta["node_ids"]))
         z = np.load(path, allow_pickle=False)
         return cls(int(z["n_leaves"]), z["left"], z["right"], z["similarity"], z["size"], z["round"], z["node_ids"])
