@@ -47,8 +47,9 @@ def test_q1_eps0_equals_exact_on_digits_and_rounds():
     assert len(m1.round_stats_) == m1.n_rounds_ and m1.round_stats_[0]["merges"] > 0
 
 
-def _replay_true_g(members, adj, size, M, merges):
-    """True goodness of each merge, replayed on an exact state (frozen neighbours keep their sizes)."""
+def _replay(members, adj, size, M, merges):
+    """Replay merges on an exact state (frozen neighbours keep their sizes): the true goodness of each merge
+    and the final (adjacency, sizes, M) of the partition's clusters."""
     inP = set(members)
     A = {u: dict(adj[u]) for u in members}
     n = {u: size[u] for u in members}
@@ -57,12 +58,12 @@ def _replay_true_g(members, adj, size, M, merges):
     def W(u, x):
         return A[u][x] / (n[u] * (n[x] if x in inP else size[x]))
 
-    out = []
+    gs = []
     for a, b, *_ in merges:
         Ba = max(W(a, x) for x in A[a])
         Bb = max(W(b, x) for x in A[b])
         w = W(a, b)
-        out.append(max(Ba, Bb) / min(w, m[a], m[b]))
+        gs.append(max(Ba, Bb) / min(w, m[a], m[b]))
         c, o = (a, b) if a < b else (b, a)
         m[c] = min(m[a], m[b], w)
         for x, s in A[o].items():
@@ -74,8 +75,9 @@ def _replay_true_g(members, adj, size, M, merges):
             if x != c and x in A:
                 s = A[x].pop(o)
                 A[x][c] = A[x].get(c, 0.0) + s
-        del A[o]
-    return out
+        del A[o], n[o], m[o]
+    assert set(A) <= inP
+    return gs, A, n, m
 
 
 @pytest.mark.parametrize("eps", [0.01, 0.1, 0.5])
@@ -92,7 +94,7 @@ def test_i2_every_merge_is_good_with_a_frozen_boundary(eps, seed):
     members = [u for u in range(80) if u % 3 != 0 and u in adj]  # every third node is frozen outside
     merges = _subgraph_hac_dicts(members, adj, size, M, eps)[0]
     assert merges, "expected at least one merge"
-    gs = _replay_true_g(members, adj, size, M, merges)
+    gs = _replay(members, adj, size, M, merges)[0]
     assert max(gs) <= (1 + eps) * (1 + 1e-9)
     naive = _subgraph_hac_naive(members, adj, size, M, eps)
     assert max(x[4] for x in naive) <= (1 + eps) * (1 + 1e-9)
@@ -232,7 +234,7 @@ def test_i3_no_good_edge_left_in_a_partition(eps):
         M = {u: (math.inf if size[u] == 1 else float(rng.uniform(0.3, 1.0))) for u in range(70)}
         members = [u for u in range(70) if u % 4 != 0 and u in adj]
         merges, _, _ = _subgraph_hac_dicts(members, adj, size, M, eps)
-        A, n, m = _replay_state(members, adj, size, M, merges)
+        _, A, n, m = _replay(members, adj, size, M, merges)
         inP = {u for u in A}
 
         def W(u, x):
@@ -245,28 +247,6 @@ def test_i3_no_good_edge_left_in_a_partition(eps):
                     Bb = max(W(b, x) for x in A[b])
                     g_true = max(Ba, Bb) / min(W(a, b), m[a], m[b])
                     assert g_true > (1 + eps) / (1 + eps / 2) * (1 - 1e-9)
-
-
-def _replay_state(members, adj, size, M, merges):
-    inP = set(members)
-    A = {u: dict(adj[u]) for u in members}
-    n = {u: size[u] for u in members}
-    m = {u: M[u] for u in members}
-    for a, b, w, _ in merges:
-        c, o = (a, b) if a < b else (b, a)
-        m[c] = min(m[a], m[b], w)
-        for x, s in A[o].items():
-            if x != c:
-                A[c][x] = A[c].get(x, 0.0) + s
-        A[c].pop(o, None)
-        n[c] = n[a] + n[b]
-        for x in list(A[o]):
-            if x != c and x in A:
-                s = A[x].pop(o)
-                A[x][c] = A[x].get(c, 0.0) + s
-        del A[o], n[o], m[o]
-    assert set(A) <= inP
-    return A, n, m
 
 
 def test_rounds_vs_rac_r2_r3():

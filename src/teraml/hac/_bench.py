@@ -33,13 +33,15 @@ from teraml.hac._peers import _rac_graph, _scc, dendrogram_purity, parents_of
 # ------------------------------------------------------------------------------------------------ helpers
 
 
-def best_cut(d, y, max_k=100):
-    """Best ARI (and its NMI, and k) over the cuts into 2..max_k clusters."""
+def best_cut(d, y, max_k=100, cut=None):
+    """Best ARI (and its NMI, and k) over the cuts into 2..max_k clusters; ``cut(k)`` defaults to
+    ``d.cut(k)``."""
+    cut = cut or d.cut
     best = (-1.0, 0.0, 0)
     for k in range(2, max_k + 1):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
-            lab = d.cut(k)
+            lab = cut(k)
         a = adjusted_rand_score(y, lab)
         if a > best[0]:
             best = (a, normalized_mutual_info_score(y, lab), k)
@@ -123,13 +125,7 @@ def _paris_best_cut(g, y, max_k=100):
     A.indices = A.indices.astype(np.int32)  # Paris' Cython code takes 32-bit indices only
     A.indptr = A.indptr.astype(np.int32)
     dendro = Paris().fit_predict(A)
-    best = (-1.0, 0.0, 0)
-    for k in range(2, max_k + 1):
-        lab = cut_straight(dendro, n_clusters=k)
-        a = adjusted_rand_score(y, lab)
-        if a > best[0]:
-            best = (a, normalized_mutual_info_score(y, lab), k)
-    return best
+    return best_cut(None, y, max_k, cut=lambda k: cut_straight(dendro, n_clusters=k))
 
 
 def _leiden(g):
@@ -262,7 +258,7 @@ def _run(*, quick, verbose, scale) -> DemoSection:
             Z, t = _timed(fn)
             from scipy.cluster.hierarchy import fcluster
 
-            ari = max(adjusted_rand_score(y1, fcluster(Z, k, "maxclust")) for k in range(2, 101))
+            ari = best_cut(None, y1, cut=lambda k, Z=Z: fcluster(Z, k, "maxclust"))[0]
             rows.append(["D1", name, ari, None, None, None, t])
         except ImportError as exc:
             rows.append(["D1", f"{name}: not installed ({exc.name})", None, None, None, None, None])

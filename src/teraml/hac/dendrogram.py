@@ -17,6 +17,8 @@ from collections import deque
 
 import numpy as np
 
+from teraml.hac._kernels import _flatten_top
+
 __all__ = ["Dendrogram"]
 
 
@@ -60,8 +62,6 @@ class Dendrogram:
         This is subtree semantics, right for non-monotone trees (a union-find over merges >= t, or scipy's
         ``fcluster(..., "distance")``, differ there). Labels are 0..k-1 ordered by smallest leaf.
         """
-        from teraml.hac._kernels import _flatten_top
-
         return self._labels_from_top(_flatten_top(self.n_leaves, self.left, self.right, self.similarity,
                                                   float(threshold)))
 

@@ -73,6 +73,7 @@ def _subgraph_hac_dicts(members, adj, size, M, eps, prune=0.0):
     ([(0, 1, 0.5, 0)], {0: 2})
     """
     members = sorted(int(u) for u in members)
+    member_set = set(members)
     ids = set(members)
     for u in members:
         ids.update(int(x) for x in adj.get(u, {}))
@@ -80,7 +81,7 @@ def _subgraph_hac_dicts(members, adj, size, M, eps, prune=0.0):
     indptr = np.zeros(n + 1, dtype=np.int64)
     nbr, wt = [], []
     for u in range(n):
-        row = adj.get(u, {}) if u in set(members) else {}
+        row = adj.get(u, {}) if u in member_set else {}
         for x in sorted(row):
             nbr.append(int(x))
             wt.append(float(row[x]))

@@ -104,9 +104,8 @@ class LocalEngine:
         members, keys = active[idx], keys[idx]
         starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
         lens = np.diff(np.r_[starts, keys.size])
-        multi = lens >= 2
-        members = np.concatenate([members[s:s + k] for s, k in zip(starts[multi], lens[multi])]) \
-            if multi.any() else np.empty(0, dtype=np.int64)
+        multi = lens >= 2                                      # a singleton partition cannot merge
+        members = members[np.repeat(multi, lens)]
         plen = lens[multi]
         pstart = np.zeros(plen.size + 1, dtype=np.int64)
         np.cumsum(plen, out=pstart[1:])
