@@ -68,8 +68,9 @@ def test_check_array():
         v.check_array("X", [[np.nan]], ndim=2)
     with pytest.raises(TypeError, match="X must be an array-like of numbers; got str"):
         v.check_array("X", "abc")
-    with pytest.raises(ValueError, match="X, y must have the same number of rows; got X has 2, y has 3"):
-        v.check_same_length(["X", "y"], [1, 2], [1, 2, 3])
+    assert v.check_same_length({"X": [1, 2], "y": np.zeros(2), "bags": 2}) == 2
+    with pytest.raises(ValueError, match="X, y and bags must have the same number of rows; got X: 2, y: 3, bags: 2"):
+        v.check_same_length({"X": [1, 2], "y": [1, 2, 3], "bags": 2})
 
 
 def test_check_tensor():

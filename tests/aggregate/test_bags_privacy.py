@@ -106,7 +106,7 @@ def test_c9_bags_always_form_a_partition(n, k, seed, prior):
     "call, exc, match",
     [
         (lambda: make_bags(0, n_samples=5), ValueError, "k must be an int >= 1; got 0"),
-        (lambda: make_bags(2.5, n_samples=5), TypeError, "k must be an int >= 1; got 2.5"),
+        (lambda: make_bags(2.5, n_samples=5), TypeError, "k must be an int >= 1; got float 2.5"),
         (lambda: make_bags(2, method="sorted", n_samples=5), ValueError,
          "method must be one of 'random', 'prior'; got 'sorted'"),
         (lambda: make_bags(2), ValueError, "method='random' needs n_samples; got None"),
@@ -249,7 +249,7 @@ def test_normalize_bags_and_string_ids():
     [
         (lambda: LabelDP(0, (0, 1)), ValueError, "epsilon must be a float > 0; got 0"),
         (lambda: LabelDP(-1.0, (0, 1)), ValueError, r"epsilon must be a float > 0; got -1.0"),
-        (lambda: LabelDP("1", (0, 1)), TypeError, "epsilon must be a float > 0; got '1'"),
+        (lambda: LabelDP("1", (0, 1)), TypeError, "epsilon must be a float > 0; got str '1'"),
         (lambda: LabelDP(1.0, (1, 0)), ValueError, r"clip must be a pair \(lo, hi\) of finite floats, lo < hi; got \(1, 0\)"),
         (lambda: LabelDP(1.0, 3), ValueError, r"clip must be a pair \(lo, hi\) of finite floats, lo < hi; got 3"),
         (lambda: LabelDP(1.0, (0, math.inf)), ValueError, "clip must be a pair"),

@@ -90,40 +90,54 @@ def test_c3_log_loss_references():
     assert np.allclose(est1.coef_, ref1.coef_.ravel(), atol=1e-4)
 
 
+def _bagged(X, rel):
+    from teraml.aggregate.estimators import _Bagged, _Design
+
+    return _Bagged(_Design(X, True), rel.bag_means, rel.bags, rel.bag_sizes.size)
+
+
+@pytest.mark.parametrize("loss", ["log", "squared"])
 @pytest.mark.parametrize("rho", [0.0, 0.3, 1.0])
-def test_c3_log_gradient_finite_differences(rho):
+def test_c3_objective_gradient_finite_differences(rho, loss):
+    from teraml.aggregate.estimators import interpolated_objective
+
     X, yb, _ = make_aggregate_classification(120, 3, random_state=1)
     rel = release(yb, make_bags(5, n_samples=120, random_state=1))
-    est = AggregateRegressor(loss="log", rho=rho, alpha=0.2)
-    from teraml.aggregate.estimators import _Bagged, _design
-
-    Z = _design(X, True)
-    bag = _Bagged(Z, rel.bag_means, rel.bags, rel.bag_sizes.size)
-    captured = {}
-
-    def fake_minimize(fun, x0, **kw):
-        captured["fun"] = fun
-        from scipy.optimize import OptimizeResult
-
-        return OptimizeResult(x=x0, nit=0)
-
-    import teraml.aggregate.estimators as E
-
-    real = E.scipy.optimize.minimize
-    E.scipy.optimize.minimize = fake_minimize
-    try:
-        est._theta_log(bag, rho, np.zeros(4))
-    finally:
-        E.scipy.optimize.minimize = real
-    fun = captured["fun"]
+    bag = _bagged(X, rel)
     theta = np.array([0.3, -0.2, 0.5, 0.1])
-    v, g = fun(theta)
+    v, g = interpolated_objective(theta, bag, rho, 0.2, loss)
     num = np.zeros(4)
     for j in range(4):
         e = np.zeros(4)
         e[j] = 1e-6
-        num[j] = (fun(theta + e)[0] - fun(theta - e)[0]) / 2e-6
+        num[j] = (interpolated_objective(theta + e, bag, rho, 0.2, loss)[0]
+                  - interpolated_objective(theta - e, bag, rho, 0.2, loss)[0]) / 2e-6
     assert np.allclose(g, num, rtol=1e-5, atol=1e-5)
+    vm, gm = interpolated_objective(theta, bag, rho, 0.2, loss, mean=True)
+    assert vm == pytest.approx(v / 120) and np.allclose(gm, g / 120)
+
+
+@pytest.mark.parametrize("rho", [0.0, 0.1, 1.0])
+def test_closed_form_minimises_the_squared_objective(rho):
+    from teraml.aggregate.estimators import interpolated_objective
+
+    X, y, _ = make_aggregate_regression(300, 4, snr=2.0, random_state=3)
+    rel = release(y, make_bags(6, n_samples=300, random_state=3))
+    est = AggregateRegressor(rho=rho, alpha=0.5).fit(X, rel.y, bags=rel.bags)
+    theta = np.r_[est.coef_, est.intercept_]
+    _, g = interpolated_objective(theta, _bagged(X, rel), rho, 0.5, "squared")
+    assert np.abs(g).max() < 1e-8 * max(1.0, np.abs(X).sum())
+
+
+@pytest.mark.parametrize("rho", [0.0, 0.5, 1.0])
+def test_log_fit_is_a_stationary_point_of_the_objective(rho):
+    from teraml.aggregate.estimators import interpolated_objective
+
+    X, yb, _ = make_aggregate_classification(400, 3, random_state=2)
+    rel = release(yb, make_bags(8, n_samples=400, random_state=2))
+    est = AggregateRegressor(loss="log", rho=rho, alpha=0.1).fit(X, rel.y, bags=rel.bags)
+    _, g = interpolated_objective(np.r_[est.coef_, est.intercept_], _bagged(X, rel), rho, 0.1, "log", mean=True)
+    assert np.abs(g).max() < 1e-6
 
 
 # ------------------------------------------------------------------------------------- C8

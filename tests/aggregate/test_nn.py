@@ -76,7 +76,7 @@ def test_sampler_batches_hold_whole_bags_and_training_matches_closed_form():
 
 def test_nn_validation():
     t = torch.zeros(4)
-    with pytest.raises(ValueError, match=r"rho must be 'auto' or a float in \[0, 1\]"):
+    with pytest.raises(ValueError, match=r"rho must be a float in \[0, 1\] \(0 = bag-level, 1 = instance-level\); got 2"):
         interpolated_bag_loss(t, t, torch.zeros(4, dtype=torch.long), rho=2)
     with pytest.raises(ValueError, match="loss must be one of 'squared', 'log'; got 'l1'"):
         interpolated_bag_loss(t, t, torch.zeros(4, dtype=torch.long), loss="l1")

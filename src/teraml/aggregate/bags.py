@@ -12,21 +12,11 @@ array([0, 1, 0, 1, 0, 1, 1])
 
 from __future__ import annotations
 
-import numbers
-
 import numpy as np
 
-from teraml._validation import check_random_state
+from teraml._validation import check_choice, check_int, check_random_state
 
 __all__ = ["make_bags", "bag_sse"]
-
-
-def _check_k(k):
-    if isinstance(k, (bool, np.bool_)) or not isinstance(k, numbers.Integral):
-        raise TypeError(f"k must be an int >= 1; got {k!r}")
-    if k < 1:
-        raise ValueError(f"k must be an int >= 1; got {k!r}")
-    return int(k)
 
 
 def _run_sse(prefix1: np.ndarray, prefix2: np.ndarray, start: np.ndarray, stop: np.ndarray) -> np.ndarray:
@@ -80,17 +70,12 @@ def make_bags(k, *, method="random", n_samples=None, scores=None, random_state=N
     >>> sorted(np.bincount(ids).tolist())
     [4, 6]
     """
-    k = _check_k(k)
-    if not isinstance(method, str) or method not in ("random", "prior"):
-        raise ValueError(f"method must be one of 'random', 'prior'; got {method!r}")
+    k = check_int("k", k, min_value=1)
+    check_choice("method", method, ("random", "prior"))
     if method == "random":
         if n_samples is None:
             raise ValueError("method='random' needs n_samples; got None")
-        if isinstance(n_samples, (bool, np.bool_)) or not isinstance(n_samples, numbers.Integral):
-            raise TypeError(f"n_samples must be an int >= 1; got {n_samples!r}")
-        n = int(n_samples)
-        if n < 1:
-            raise ValueError(f"n_samples must be an int >= 1; got {n!r}")
+        n = check_int("n_samples", n_samples, min_value=1)
         if k > n:
             raise ValueError(f"k must be <= n_samples ({n}); got k={k}")
         rng = check_random_state("random_state", random_state)

@@ -25,9 +25,6 @@ True
 
 from __future__ import annotations
 
-import logging
-import math
-import numbers
 import warnings
 
 import numpy as np
@@ -37,57 +34,45 @@ import scipy.sparse as sp
 from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
 
-from teraml._validation import check_random_state
-from teraml.aggregate.privacy import normalize_bags
+from teraml._validation import (
+    InstanceOf,
+    Interval,
+    Options,
+    Satisfies,
+    check_choice,
+    check_float,
+    check_int,
+    check_params,
+    check_random_state,
+    check_same_length,
+)
+from teraml.aggregate.privacy import LabelDP, check_clip, check_epsilon, normalize_bags
 
-__all__ = ["AggregateRegressor", "aggregated_loss"]
-
-logger = logging.getLogger(__name__)
+__all__ = ["AggregateRegressor", "aggregated_loss", "suggest_bag_size", "interpolated_objective"]
 
 _LOSSES = ("squared", "log")
-_RHO_TEXT = "'auto' or a float in [0, 1] (0 = bag-level, 1 = instance-level)"
 _EPS = 1e-12
 
 
-def _bad(name, expected, value, exc=ValueError):
-    return exc(f"{name} must be {expected}; got {value!r}")
-
-
-def _check_params(est):
-    if not isinstance(est.loss, str) or est.loss not in _LOSSES:
-        raise _bad("loss", "one of 'squared', 'log'", est.loss)
-    rho = est.rho
-    if not (isinstance(rho, str) and rho == "auto"):
-        if isinstance(rho, (bool, np.bool_)) or not isinstance(rho, numbers.Real) or not (0.0 <= rho <= 1.0):
-            raise _bad("rho", _RHO_TEXT, rho)
-    a = est.alpha
-    if isinstance(a, (bool, np.bool_)) or not isinstance(a, numbers.Real) or not (math.isfinite(a) and a >= 0):
-        raise _bad("alpha", "a float >= 0", a)
-    cv = est.cv
-    if isinstance(cv, (bool, np.bool_)) or not isinstance(cv, numbers.Integral) or cv < 2:
-        raise _bad("cv", "an int >= 2", cv)
-    g = est.rho_grid
+def _unit_grid(g) -> bool:
+    """A non-empty 1-D array of values in [0, 1] (None: the default grid)."""
     if g is None:
-        grid = np.concatenate([[0.0], np.logspace(-3, 0, 20)])
-    elif isinstance(g, numbers.Integral) and not isinstance(g, (bool, np.bool_)):
-        if g < 2:
-            raise _bad("rho_grid", "an int >= 2 or a 1-D array in [0, 1]", g)
-        grid = np.concatenate([[0.0], np.logspace(-3, 0, int(g) - 1)])
-    else:
-        try:
-            grid = np.asarray(g, dtype=np.float64)
-        except (TypeError, ValueError):
-            raise _bad("rho_grid", "an int >= 2 or a 1-D array in [0, 1]", g) from None
-        if grid.ndim != 1 or grid.size == 0 or not np.all((grid >= 0) & (grid <= 1)):
-            raise _bad("rho_grid", "an int >= 2 or a 1-D array in [0, 1]", g)
-        grid = np.unique(grid)
-    mi = est.max_iter
-    if isinstance(mi, (bool, np.bool_)) or not isinstance(mi, numbers.Integral) or mi < 1:
-        raise _bad("max_iter", "an int >= 1", mi)
-    tol = est.tol
-    if isinstance(tol, (bool, np.bool_)) or not isinstance(tol, numbers.Real) or not (tol > 0):
-        raise _bad("tol", "a float > 0", tol)
-    return grid
+        return True
+    grid = np.asarray(g, dtype=np.float64)
+    return grid.ndim == 1 and grid.size > 0 and bool(np.all((grid >= 0) & (grid <= 1)))
+
+
+def _rho_grid(g) -> np.ndarray:
+    """The grid of rho values ``rho="auto"`` searches (``rho_grid`` already checked)."""
+    if g is None:
+        return np.concatenate([[0.0], np.logspace(-3, 0, 20)])
+    if np.ndim(g) == 0:
+        return np.concatenate([[0.0], np.logspace(-3, 0, int(g) - 1)])
+    return np.unique(np.asarray(g, dtype=np.float64))
+
+
+def _n_rows(a) -> int:
+    return int(np.shape(a)[0]) if np.ndim(a) else 0
 
 
 class _Bagged:
@@ -191,6 +176,55 @@ def _pseudo_log(ybar, k, f, ids):
     return float(np.mean(_log_loss_terms(yp[ids], f)))
 
 
+def interpolated_objective(theta, bag: _Bagged, rho, alpha, loss="log", fit_intercept=True, mean=False):
+    """``(L_rho(theta), gradient)``: the objective :class:`AggregateRegressor` minimises.
+
+    ``L_rho = (1 - rho) sum_a k_a l(y~_a, f̄_a) + rho sum_i l(y~_a(i), f_i) + alpha ||w||^2`` over the
+    rows of ``bag`` (bags without rows contribute nothing; the intercept, the last entry of theta when
+    ``fit_intercept``, is not penalised). ``loss="log"`` is what the L-BFGS fit evaluates;
+    ``loss="squared"`` is the plain form whose minimiser the closed-form fit computes (tests check its
+    gradient vanishes there). ``mean=True`` divides by the number of rows (same minimiser; L-BFGS
+    tolerances are relative to it).
+    """
+    Z, ids, ybar, k, S = bag.Z, bag.ids, bag.ybar, bag.k, bag.S
+    ok = k > 0
+    kk = np.where(ok, k, 1.0)
+    y_row = ybar[ids]
+    p = Z.shape[1]
+    pen = np.ones(p)
+    if fit_intercept:
+        pen[-1] = 0.0
+    eta = Z.matvec(theta)
+    f = _sigmoid(eta) if loss == "log" else eta
+    val = 0.0
+    grad_eta = np.zeros_like(f)
+    if rho > 0:
+        if loss == "log":
+            val += rho * float(_log_loss_terms(y_row, f).sum())
+            grad_eta += rho * (f - y_row)
+        else:
+            r = f - y_row
+            val += rho * float(r @ r)
+            grad_eta += rho * 2.0 * r
+    if rho < 1:
+        fbar = np.asarray(S @ f).ravel() / kk
+        if loss == "log":
+            fb = np.clip(fbar, _EPS, 1 - _EPS)
+            val += (1 - rho) * float((k * _log_loss_terms(ybar, fb))[ok].sum())
+            dfb = np.where(ok, (fb - ybar) / (fb * (1 - fb)), 0.0)        # d l / d fbar
+            grad_eta += (1 - rho) * dfb[ids] * f * (1 - f)               # k_a * (1/k_a) cancels
+        else:
+            rb = np.where(ok, fbar - ybar, 0.0)
+            val += (1 - rho) * float((k * rb * rb).sum())
+            grad_eta += (1 - rho) * 2.0 * rb[ids]
+    val += alpha * float((pen * theta * theta).sum())
+    grad = Z.rmatvec(grad_eta) + 2 * alpha * pen * theta
+    if mean:
+        n_rows = max(1, Z.shape[0])
+        return val / n_rows, grad / n_rows
+    return val, grad
+
+
 class AggregateRegressor(RegressorMixin, BaseEstimator):
     """Linear / logistic model trained from bag aggregates, interpolating bag- and instance-level loss.
 
@@ -204,7 +238,21 @@ class AggregateRegressor(RegressorMixin, BaseEstimator):
     alpha : float >= 0
         Ridge penalty ``alpha ||w||^2`` (intercept not penalised), as ``Ridge(alpha)`` /
         ``LogisticRegression(C=1/(2 alpha))``.
-    fit_intercept, rho_grid, cv, max_iter, tol, random_state, verbose : see the spec.
+    fit_intercept : bool, default True
+        Fit an unpenalised intercept.
+    rho_grid : None, int >= 2 or 1-D array in [0, 1]
+        The values ``rho="auto"`` tries: None = 0 and 20 log-spaced values in [1e-3, 1]; an int g =
+        0 and g - 1 log-spaced values; an array = those values.
+    cv : int >= 2, default 5
+        Folds of whole bags for ``rho="auto"``.
+    max_iter : int >= 1, default 500
+        L-BFGS iterations per fit (``loss="log"``).
+    tol : float > 0, default 1e-8
+        L-BFGS gradient tolerance on the mean loss (``loss="log"``).
+    random_state : None, int or numpy Generator
+        Assigns bags to the cross-validation folds.
+    verbose : bool, default False
+        A progress bar over the cross-validation folds of ``rho="auto"``.
 
     ``fit(X, y, *, bags=None)``: ``y`` is the bag aggregate repeated on every row of its bag (an
     :class:`~teraml.aggregate.AggregateRelease`'s ``.y``); bag id -1 drops a row (its y may be NaN);
@@ -219,6 +267,18 @@ class AggregateRegressor(RegressorMixin, BaseEstimator):
     >>> AggregateRegressor(rho=1.0).fit(X, y).coef_.round(6).tolist()
     [1.0, -2.0, 0.5]
     """
+
+    _parameter_constraints = {
+        "loss": [Options(*_LOSSES)],
+        "rho": [Options("auto"), Interval("float", 0, 1, text="a float in [0, 1] (0 = bag-level, 1 = instance-level)")],
+        "alpha": [Interval("float", 0)],
+        "fit_intercept": [InstanceOf((bool, np.bool_), "a bool")],
+        "rho_grid": [Interval("int", 2), Satisfies(_unit_grid, "a 1-D array in [0, 1]")],
+        "cv": [Interval("int", 2)],
+        "max_iter": [Interval("int", 1)],
+        "tol": [Interval("float", 0, closed="neither")],
+        "verbose": [InstanceOf((bool, np.bool_), "a bool")],
+    }
 
     def __init__(self, loss="squared", rho="auto", *, alpha=0.0, fit_intercept=True, rho_grid=None, cv=5,
                  max_iter=500, tol=1e-8, random_state=None, verbose=False):
@@ -241,11 +301,8 @@ class AggregateRegressor(RegressorMixin, BaseEstimator):
         if bags is None:
             ids, m = np.arange(n, dtype=np.int64), n
         else:
-            b = np.asarray(bags)
-            if b.ndim != 1 or b.shape[0] != n or y.shape[0] != n:
-                raise ValueError(f"X, y and bags must have the same number of rows; got X: {n}, y: {y.shape[0]}, "
-                                 f"bags: {b.shape[0] if b.ndim else 0}")
-            ids, m = normalize_bags(b)
+            check_same_length({"X": n, "y": y, "bags": _n_rows(bags)})
+            ids, m = normalize_bags(bags)
         keep = ids >= 0
         yk = y[keep]
         bad = int((~np.isfinite(yk)).sum())
@@ -283,9 +340,7 @@ class AggregateRegressor(RegressorMixin, BaseEstimator):
         X = validate_data(self, X, accept_sparse=["csr", "csc"], dtype=np.float64, ensure_all_finite=True,
                           ensure_min_samples=2 if self.rho == "auto" else 1)
         y = column_or_1d(np.asarray(y, dtype=np.float64), warn=True)
-        if y.shape[0] != X.shape[0]:
-            raise ValueError(f"X, y and bags must have the same number of rows; got X: {X.shape[0]}, "
-                             f"y: {y.shape[0]}, bags: {X.shape[0]}")
+        check_same_length({"X": X, "y": y})
         return X, y
 
     # ----------------------------------------------------------------------------------- squared loss
@@ -321,47 +376,12 @@ class AggregateRegressor(RegressorMixin, BaseEstimator):
     # ----------------------------------------------------------------------------------- log loss
 
     def _theta_log(self, bag: _Bagged, rho, theta0, rows=None):
-        Z, ids, ybar = bag.Z, bag.ids, bag.ybar
-        S = bag.S
-        k = bag.k
+        """Minimise the log-loss L_rho by L-BFGS from ``theta0`` (on the rows ``rows`` when given)."""
         if rows is not None:
-            Z, ids = Z[rows], ids[rows]
-            S = sp.csr_matrix((np.ones(ids.size), (ids, np.arange(ids.size))), shape=(bag.m, ids.size))
-            k = np.asarray(S.sum(axis=1)).ravel()
-        ok = k > 0
-        kk = np.where(ok, k, 1.0)
-        y_row = ybar[ids]
-        p = Z.shape[1]
-        pen = np.ones(p)
-        if self.fit_intercept:
-            pen[-1] = 0.0
-        alpha = self.alpha
-
-        def fun(theta):
-            f = _sigmoid(Z.matvec(theta))
-            val = 0.0
-            grad_eta = np.zeros_like(f)
-            if rho > 0:
-                val += rho * float(_log_loss_terms(y_row, f).sum())
-                grad_eta += rho * (f - y_row)
-            if rho < 1:
-                fbar = np.asarray(S @ f).ravel() / kk
-                fb = np.clip(fbar, _EPS, 1 - _EPS)
-                yb = ybar
-                val += (1 - rho) * float((k * _log_loss_terms(yb, fb))[ok].sum())
-                dfb = np.where(ok, (fb - yb) / (fb * (1 - fb)), 0.0)        # d l / d fbar
-                grad_eta += (1 - rho) * dfb[ids] * f * (1 - f)             # k_a * (1/k_a) cancels
-            val += alpha * float((pen * theta * theta).sum())
-            grad = Z.rmatvec(grad_eta) + 2 * alpha * pen * theta
-            return val, grad
-
-        n_rows = max(1, Z.shape[0])
-
-        def fun_mean(theta):  # the same minimiser, on the scale of a mean loss (tolerances are relative)
-            v, g = fun(theta)
-            return v / n_rows, g / n_rows
-
-        res = scipy.optimize.minimize(fun_mean, theta0, jac=True, method="L-BFGS-B",
+            bag = _Bagged(bag.Z[rows], bag.ybar, bag.ids[rows], bag.m)
+        res = scipy.optimize.minimize(interpolated_objective, theta0,
+                                      args=(bag, rho, self.alpha, "log", self.fit_intercept, True), jac=True,
+                                      method="L-BFGS-B",
                                       options={"maxiter": self.max_iter, "gtol": self.tol, "ftol": 1e-13})
         return res.x, int(res.nit)
 
@@ -369,7 +389,8 @@ class AggregateRegressor(RegressorMixin, BaseEstimator):
 
     def fit(self, X, y, *, bags=None):
         """Fit from bag aggregates ``y`` (constant within each bag) and bag ids ``bags``."""
-        grid = _check_params(self)
+        check_params(self, self._parameter_constraints)
+        grid = _rho_grid(self.rho_grid)
         Z, ybar, ids, m = self._prepare(X, y, bags)
         bag = _Bagged(Z, ybar, ids, m)
         p = Z.shape[1]
@@ -404,6 +425,11 @@ class AggregateRegressor(RegressorMixin, BaseEstimator):
             self.coef_, self.intercept_ = theta.copy(), 0.0
         return self
 
+    def _folds(self):
+        from tqdm.auto import tqdm
+
+        return tqdm(range(self.cv), desc="rho='auto' folds", disable=not self.verbose, leave=False)
+
     def _cv_scores(self, bag: _Bagged, grid, p):
         """Mean held-out criterion per grid value over ``cv`` folds of whole bags; also returns the
         full-data statistics (squared loss), so that the final refit costs no further pass over X."""
@@ -429,7 +455,7 @@ class AggregateRegressor(RegressorMixin, BaseEstimator):
                 cf.append((kz[fb] * bag.ybar[fb, None]).sum(axis=0))
             G_all, GS_all, c_all = sum(Gf), sum(GSf), sum(cf)
             totals = (G_all, GS_all, c_all, bag.m)
-            for f in range(self.cv):
+            for f in self._folds():
                 test_bags = fold_of_bag == f
                 G, GS, c = G_all - Gf[f], GS_all - GSf[f], c_all - cf[f]
                 n_train = int((~test_bags).sum())
@@ -441,7 +467,7 @@ class AggregateRegressor(RegressorMixin, BaseEstimator):
                         continue
                     scores[f, j] = _dsq(y_t - zbar_t @ theta, k_t)
         else:
-            for f in range(self.cv):
+            for f in self._folds():
                 test_bags = fold_of_bag == f
                 rows_train = ~test_bags[bag.ids]
                 rows_test = ~rows_train
@@ -483,14 +509,11 @@ def aggregated_loss(y_true, y_pred, *, bags, loss="squared", noise_var=0.0) -> f
     >>> aggregated_loss(np.array([1.0, 1.0, 3.0, 3.0]), np.array([1.0, 1.0, 3.0, 3.0]), bags=np.array([0, 0, 1, 1]))
     0.0
     """
-    if not isinstance(loss, str) or loss not in _LOSSES:
-        raise _bad("loss", "one of 'squared', 'log'", loss)
+    check_choice("loss", loss, _LOSSES)
     yt = np.asarray(y_true, dtype=np.float64)
     yp = np.asarray(y_pred, dtype=np.float64)
     ids, m = normalize_bags(bags)
-    if not (yt.shape == yp.shape == ids.shape):
-        raise ValueError(f"X, y and bags must have the same number of rows; got X: {yp.shape[0]}, y: {yt.shape[0]}, "
-                         f"bags: {ids.shape[0]}")
+    check_same_length({"y_true": _n_rows(yt), "y_pred": _n_rows(yp), "bags": ids})
     keep = ids >= 0
     ids, yt, yp = ids[keep], yt[keep], yp[keep]
     k = np.bincount(ids, minlength=m).astype(np.float64)
@@ -522,28 +545,18 @@ def suggest_bag_size(n_samples, n_features, *, epsilon, clip, snr=1.0, label_std
     >>> k
     8
     """
-    from teraml.aggregate.privacy import LabelDP, _check_clip, _check_epsilon
-
-    n = n_samples
-    if isinstance(n, (bool, np.bool_)) or not isinstance(n, numbers.Integral) or n < 1:
-        raise ValueError(f"n_samples must be an int >= 1; got {n!r}")
-    d = n_features
-    if isinstance(d, (bool, np.bool_)) or not isinstance(d, numbers.Integral) or d < 1:
-        raise ValueError(f"n_features must be an int >= 1; got {d!r}")
-    _check_epsilon(epsilon)
-    lo, hi = _check_clip(clip)
-    if isinstance(snr, (bool, np.bool_)) or not isinstance(snr, numbers.Real) or not (math.isfinite(snr) and snr >= 0):
-        raise ValueError(f"snr must be a float >= 0; got {snr!r}")
-    if not isinstance(estimator, str) or estimator not in ("bag", "instance", "interpolating"):
-        raise ValueError(f"estimator must be one of 'bag', 'instance', 'interpolating'; got {estimator!r}")
+    n = check_int("n_samples", n_samples, min_value=1)
+    d = check_int("n_features", n_features, min_value=1)
+    check_epsilon(epsilon)
+    lo, hi = check_clip(clip)
+    snr = check_float("snr", snr, min_value=0.0)
+    check_choice("estimator", estimator, ("bag", "instance", "interpolating"))
     mech = LabelDP(epsilon, (lo, hi), mechanism=mechanism, delta=delta)
     ks_arr = np.asarray(ks)
     if ks_arr.ndim != 1 or ks_arr.size == 0 or not np.issubdtype(ks_arr.dtype, np.integer) or (ks_arr < 1).any():
         raise ValueError(f"ks must be a non-empty sequence of ints >= 1; got {ks!r}")
-    delta_range = hi - lo
-    std = delta_range / 4 if label_std is None else float(label_std)
-    if not (math.isfinite(std) and std > 0):
-        raise ValueError(f"label_std must be a float > 0 or None; got {label_std!r}")
+    label_std = check_float("label_std", label_std, min_value=0.0, min_inclusive=False, allow_none=True)
+    std = (hi - lo) / 4 if label_std is None else label_std
     sigma2 = std * std / (1 + snr)
     theta2 = snr * sigma2
     kf = ks_arr.astype(np.float64)

@@ -18,24 +18,22 @@ Not imported by ``teraml.aggregate`` (so that package stays torch-free).
 
 from __future__ import annotations
 
-import numbers
-
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from teraml._validation import type_name
+from teraml._validation import Interval, check_choice, check_int, check_param, check_tensor
 
 __all__ = ["interpolated_bag_loss", "InterpolatedBagLoss", "BagBatchSampler"]
 
 
+_RHO = [Interval("float", 0, 1, text="a float in [0, 1] (0 = bag-level, 1 = instance-level)")]
+
+
 def _check(rho, loss, reduction):
-    if isinstance(rho, (bool, np.bool_)) or not isinstance(rho, numbers.Real) or not (0 <= rho <= 1):
-        raise ValueError(f"rho must be 'auto' or a float in [0, 1] (0 = bag-level, 1 = instance-level); got {rho!r}")
-    if not isinstance(loss, str) or loss not in ("squared", "log"):
-        raise ValueError(f"loss must be one of 'squared', 'log'; got {loss!r}")
-    if reduction not in ("mean", "sum"):
-        raise ValueError(f"reduction must be one of 'mean', 'sum'; got {reduction!r}")
+    check_param("rho", rho, _RHO)
+    check_choice("loss", loss, ("squared", "log"))
+    check_choice("reduction", reduction, ("mean", "sum"))
 
 
 def _bag_index(bags):
@@ -59,9 +57,9 @@ def interpolated_bag_loss(input, target, bags, *, rho=1.0, loss="squared", reduc
     ``reduction="mean"`` divides by the number of rows.
     """
     _check(rho, loss, reduction)
-    for name, t in (("input", input), ("target", target), ("bags", bags)):
-        if not isinstance(t, torch.Tensor):
-            raise TypeError(f"{name} must be a torch.Tensor; got {type_name(t)}")
+    check_tensor("input", input)
+    check_tensor("target", target)
+    check_tensor("bags", bags, floating=False)
     if input.shape != target.shape or input.ndim != 1 or bags.shape != input.shape:
         raise ValueError(f"input, target and bags must be 1-D of the same length; got {tuple(input.shape)}, "
                          f"{tuple(target.shape)}, {tuple(bags.shape)}")
@@ -112,9 +110,7 @@ class BagBatchSampler(torch.utils.data.Sampler):
         b = np.asarray(bags.cpu() if isinstance(bags, torch.Tensor) else bags)
         if b.ndim != 1 or not np.issubdtype(b.dtype, np.integer):
             raise ValueError(f"bags must hold integer or string ids (>= 0, or -1 to leave a row out); got {bags!r}")
-        if isinstance(bags_per_batch, (bool, np.bool_)) or not isinstance(bags_per_batch, numbers.Integral) \
-                or bags_per_batch < 1:
-            raise ValueError(f"bags_per_batch must be an int >= 1; got {bags_per_batch!r}")
+        bags_per_batch = check_int("bags_per_batch", bags_per_batch, min_value=1)
         keep = np.flatnonzero(b >= 0)
         order = keep[np.argsort(b[keep], kind="stable")]
         ids_sorted = b[order]

@@ -28,14 +28,22 @@ from __future__ import annotations
 
 import logging
 import math
-import numbers
 import warnings
 
 import numpy as np
 from sklearn.base import BaseEstimator, RegressorMixin, clone
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from teraml._validation import check_random_state, type_name
+from teraml._validation import (
+    InstanceOf,
+    Interval,
+    Options,
+    check_array,
+    check_params,
+    check_random_state,
+    check_same_length,
+    type_name,
+)
 from teraml.aggregate.bags import make_bags
 from teraml.aggregate.estimators import AggregateRegressor
 from teraml.aggregate.privacy import AggregateRelease, Aggregator, LabelDP, PrivacyLedger, PrivacyWarning
@@ -43,14 +51,6 @@ from teraml.aggregate.privacy import AggregateRelease, Aggregator, LabelDP, Priv
 __all__ = ["PriorBoost"]
 
 logger = logging.getLogger(__name__)
-
-
-def _check_pos_int(name, v):
-    if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Integral):
-        raise TypeError(f"{name} must be an int >= 1; got {v!r}")
-    if v < 1:
-        raise ValueError(f"{name} must be an int >= 1; got {v!r}")
-    return int(v)
 
 
 def _within_share(scores, bags):
@@ -115,6 +115,16 @@ class PriorBoost(RegressorMixin, BaseEstimator):
     the model fitted after that round, over that round's bags).
     """
 
+    _parameter_constraints = {
+        "k": [Interval("int", 1)],
+        "n_rounds": [Interval("int", 1)],
+        "resample": [Options("disjoint", "full", phrase="or")],
+        "prior_rho": [Interval("float", 0, 1)],
+        "mechanism": [InstanceOf(LabelDP), None],
+        "allow_reaggregation": [InstanceOf((bool, np.bool_), "a bool")],
+        "verbose": [InstanceOf((bool, np.bool_), "a bool")],
+    }
+
     def __init__(self, k, *, n_rounds=5, resample="disjoint", estimator=None, prior_rho=0.1, mechanism=None,
                  allow_reaggregation=False, random_state=None, verbose=False):
         self.k = k
@@ -127,20 +137,9 @@ class PriorBoost(RegressorMixin, BaseEstimator):
         self.random_state = random_state
         self.verbose = verbose
 
-    def _check(self):
-        k = _check_pos_int("k", self.k)
-        T = _check_pos_int("n_rounds", self.n_rounds)
-        if not isinstance(self.resample, str) or self.resample not in ("disjoint", "full"):
-            raise ValueError(f"resample must be 'disjoint' or 'full'; got {self.resample!r}")
-        pr = self.prior_rho
-        if isinstance(pr, (bool, np.bool_)) or not isinstance(pr, numbers.Real) or not (0 <= pr <= 1):
-            raise ValueError(f"prior_rho must be a float in [0, 1]; got {pr!r}")
-        if self.mechanism is not None and not isinstance(self.mechanism, LabelDP):
-            raise TypeError(f"mechanism must be a LabelDP or None; got {type_name(self.mechanism)}")
-        return k, T
-
     def fit(self, X, y=None, *, oracle=None):
-        k, T = self._check()
+        params = check_params(self, self._parameter_constraints)
+        k, T = params["k"], params["n_rounds"]
         if (y is None) == (oracle is None):
             raise ValueError(f"pass exactly one of y or oracle; got {'both' if y is not None else 'neither'}")
         if oracle is not None and self.mechanism is not None:
@@ -174,9 +173,7 @@ class PriorBoost(RegressorMixin, BaseEstimator):
         if oracle is None:
             agg = Aggregator(y, mechanism=self.mechanism, allow_reaggregation=self.allow_reaggregation,
                              random_state=rng)
-            if agg.y.shape[0] != n:
-                raise ValueError(f"X, y and bags must have the same number of rows; got X: {n}, y: {agg.y.shape[0]}, "
-                                 f"bags: {n}")
+            check_same_length({"X": n, "y": agg.y})
             query = agg.release
             ledger = agg.ledger
         else:
@@ -241,8 +238,11 @@ class PriorBoost(RegressorMixin, BaseEstimator):
         if isinstance(rel, AggregateRelease):
             return rel
         m = int(bags.max()) + 1 if (bags >= 0).any() else 0
-        arr = np.asarray(rel) if not isinstance(rel, (str, bytes)) else None
-        if arr is None or arr.ndim != 1 or arr.shape[0] != m or not np.issubdtype(arr.dtype, np.number):
+        try:
+            arr = check_array("oracle's result", rel, ndim=1, finite=False)
+        except (TypeError, ValueError):
+            arr = None
+        if arr is None or arr.shape[0] != m:
             raise TypeError(f"oracle must return an AggregateRelease or {m} bag means; got {type_name(rel)}")
         sizes = np.bincount(bags[bags >= 0], minlength=m)
         return AggregateRelease(bags.copy(), arr.astype(np.float64), sizes, np.zeros(m), None, math.inf, 0.0,

@@ -24,15 +24,25 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import numbers
 import warnings
 
 import numpy as np
 from scipy.special import log_ndtr, ndtr
 
-from teraml._validation import check_random_state, type_name
+from teraml._validation import (
+    InstanceOf,
+    Interval,
+    Satisfies,
+    check_array,
+    check_bool,
+    check_choice,
+    check_float,
+    check_param,
+    check_random_state,
+)
 
-__all__ = ["LabelDP", "Aggregator", "AggregateRelease", "PrivacyLedger", "PrivacyWarning", "normalize_bags"]
+__all__ = ["LabelDP", "Aggregator", "AggregateRelease", "PrivacyLedger", "PrivacyWarning", "normalize_bags",
+           "analytic_gaussian_sigma", "check_epsilon", "check_clip"]
 
 
 class PrivacyWarning(UserWarning):
@@ -42,43 +52,34 @@ class PrivacyWarning(UserWarning):
 # ----------------------------------------------------------------------------------------- mechanisms
 
 
-def _check_epsilon(epsilon):
-    if isinstance(epsilon, (bool, np.bool_)) or not isinstance(epsilon, numbers.Real):
-        raise TypeError(f"epsilon must be a float > 0; got {epsilon!r}")
-    if not (math.isfinite(epsilon) and epsilon > 0):
-        raise ValueError(f"epsilon must be a float > 0; got {epsilon!r}")
-    return float(epsilon)
+def _finite_pair(clip) -> bool:
+    if len(clip) != 2:
+        return False
+    lo, hi = float(clip[0]), float(clip[1])
+    return math.isfinite(lo) and math.isfinite(hi) and lo < hi
 
 
-def _check_clip(clip):
-    ok = isinstance(clip, (tuple, list, np.ndarray)) and len(clip) == 2
-    if ok:
-        try:
-            lo, hi = float(clip[0]), float(clip[1])
-        except (TypeError, ValueError):
-            ok = False
-        else:
-            ok = math.isfinite(lo) and math.isfinite(hi) and lo < hi
-    if not ok:
-        raise ValueError(f"clip must be a pair (lo, hi) of finite floats, lo < hi; got {clip!r}")
-    return (lo, hi)
+_CLIP = [Satisfies(_finite_pair, "a pair (lo, hi) of finite floats, lo < hi")]
 
 
-def _check_mechanism(mechanism):
-    if not isinstance(mechanism, str) or mechanism not in ("laplace", "gaussian"):
-        raise ValueError(f"mechanism must be 'laplace' or 'gaussian'; got {mechanism!r}")
-    return mechanism
+def check_epsilon(epsilon) -> float:
+    """A label-DP epsilon: a finite float > 0."""
+    return check_float("epsilon", epsilon, min_value=0.0, min_inclusive=False)
+
+
+def check_clip(clip) -> tuple[float, float]:
+    """A clipping range: a pair (lo, hi) of finite floats with lo < hi, returned as floats."""
+    clip = check_param("clip", clip, _CLIP)
+    return float(clip[0]), float(clip[1])
 
 
 def _check_delta(mechanism, delta):
-    msg = f"delta must be None for 'laplace', in (0, 1) for 'gaussian'; got {delta!r}"
+    text = "None for 'laplace', in (0, 1) for 'gaussian'"
     if mechanism == "laplace":
-        if delta is not None:
-            raise ValueError(msg)
-        return None
-    if isinstance(delta, (bool, np.bool_)) or not isinstance(delta, numbers.Real) or not (0 < delta < 1):
-        raise ValueError(msg)
-    return float(delta)
+        return check_param("delta", delta, [Satisfies(lambda d: d is None, text)])
+    # None is the usual value of delta, so for 'gaussian' it is a bad value (ValueError), not a bad type
+    missing = Satisfies(lambda d: False, text, types=type(None))
+    return check_param("delta", delta, [Interval("float", 0, 1, closed="neither"), missing, text])
 
 
 def _gaussian_delta(sigma: float, epsilon: float, sensitivity: float = 1.0) -> float:
@@ -129,9 +130,10 @@ class LabelDP:
     delta: float | None = None
 
     def __post_init__(self):
-        object.__setattr__(self, "epsilon", _check_epsilon(self.epsilon))
-        object.__setattr__(self, "clip", _check_clip(self.clip))
-        object.__setattr__(self, "mechanism", _check_mechanism(self.mechanism))
+        object.__setattr__(self, "epsilon", check_epsilon(self.epsilon))
+        object.__setattr__(self, "clip", check_clip(self.clip))
+        object.__setattr__(self, "mechanism", check_choice("mechanism", self.mechanism, ("laplace", "gaussian"),
+                                                           phrase="or"))
         object.__setattr__(self, "delta", _check_delta(self.mechanism, self.delta))
 
     @property
@@ -348,18 +350,12 @@ class Aggregator:
     """
 
     def __init__(self, y, *, mechanism=None, allow_reaggregation=False, random_state=None):
-        y = np.asarray(y, dtype=np.float64) if not isinstance(y, (str, bytes)) else None
-        if y is None or y.ndim != 1:
-            raise ValueError(f"y must be a 1-D array of labels; got {type_name(y)}")
+        y = check_array("y", y, ndim=1, finite=False)
         if not np.all(np.isfinite(y)):
             raise ValueError(f"y must be finite on bagged rows; got {int((~np.isfinite(y)).sum())} non-finite values")
-        if mechanism is not None and not isinstance(mechanism, LabelDP):
-            raise TypeError(f"mechanism must be a LabelDP or None; got {type_name(mechanism)}")
-        if not isinstance(allow_reaggregation, (bool, np.bool_)):
-            raise TypeError(f"allow_reaggregation must be a bool; got {allow_reaggregation!r}")
         self.y = y
-        self.mechanism = mechanism
-        self.allow_reaggregation = bool(allow_reaggregation)
+        self.mechanism = check_param("mechanism", mechanism, [InstanceOf(LabelDP), None])
+        self.allow_reaggregation = check_bool("allow_reaggregation", allow_reaggregation)
         self._rng = check_random_state("random_state", random_state)
         self.ledger = PrivacyLedger(y.shape[0])
         self._warned = False

@@ -2,7 +2,7 @@
 
 Data (seeded, offline): D1 digits cosine 10-NN; D2 ``make_blobs`` (16 features, 50 centres, std 2.5) 10-NN
 with similarity 1/(1+d); D3 ``make_planted_partition_graph`` (20 blocks); D4 a path with w_i = i/n.
-Side by side on the same ``Graph``: ``exact_hac``, TeraHAC, RAC (``_rac_graph``), SCC and affinity
+Side by side on the same ``Graph``: ``exact_hac``, TeraHAC, RAC (``rac_graph``), SCC and affinity
 clustering (rebuilt), scikit-network's Paris, igraph's Leiden; scipy/fastcluster on the dense C - S;
 scikit-learn's connectivity average linkage on the points (another objective, pitfall 1). Times are best
 of 3 under 10 s, one thread (numba compiled first, compile time reported apart); the large runs (n = 10^5
@@ -28,7 +28,7 @@ from teraml._benchutil import check as _check
 from teraml._demo import DemoContext, DemoSection, SummaryRow
 from teraml.datasets import load_digits, make_planted_partition_graph
 from teraml.hac import Graph, TeraHAC, exact_hac
-from teraml.hac._peers import _rac_graph, _scc, dendrogram_purity, parents_of
+from teraml.hac._peers import dendrogram_purity, parents_of, rac_graph, scc
 
 # ------------------------------------------------------------------------------------------------ helpers
 
@@ -239,13 +239,13 @@ def _run(*, quick, verbose, scale) -> DemoSection:
             pur_t = pur
         checks.append(_check("Q5", f"D1 best-cut ARI eps={eps} vs exact - 0.05", bc[0], ex[0], bc[0] - ex[0],
                              ">= -0.05", bc[0] >= ex[0] - 0.05))
-    (d_rac, rac_rounds), t_rac = _timed(lambda: _rac_graph(g1))
+    (d_rac, rac_rounds), t_rac = _timed(lambda: rac_graph(g1))
     rows.append(["D1", "RAC (rebuilt; exact)", best_cut(d_rac, y1)[0], None, None, rac_rounds, t_rac])
     m01 = d1_models[0.1]
     checks.append(_check("R3", "D1 rounds RAC / TeraHAC eps=0.1", rac_rounds, m01.n_rounds_,
                          rac_rounds / m01.n_rounds_, ">= 2.5", rac_rounds / m01.n_rounds_ >= 2.5))
-    (p_scc, r_scc), t_scc = _timed(lambda: _scc(g1, tau_min=d_ex.similarity.min()))
-    (p_aff, r_aff), t_aff = _timed(lambda: _scc(g1, affinity=True))
+    (p_scc, r_scc), t_scc = _timed(lambda: scc(g1, tau_min=d_ex.similarity.min()))
+    (p_aff, r_aff), t_aff = _timed(lambda: scc(g1, affinity=True))
     pur_scc = dendrogram_purity(p_scc, y1)
     pur_aff = dendrogram_purity(p_aff, y1)
     rows.append(["D1", "SCC (rebuilt, 50 rounds)", None, None, pur_scc, r_scc, t_scc])
@@ -310,8 +310,8 @@ def _run(*, quick, verbose, scale) -> DemoSection:
                                      bm[0] / be[0], ">= 0.98", bm[0] >= 0.98 * be[0]))
                 checks.append(_check("Q2", f"{data} n={n} best-cut NMI, eps=0.1 / exact", bm[1], be[1],
                                      bm[1] / be[1], ">= 0.98", bm[1] >= 0.98 * be[1]))
-                (ps, rs), t_s = _timed(lambda g=g, d=d: _scc(g, tau_min=d.similarity.min()))
-                (pa, ra), t_a = _timed(lambda g=g: _scc(g, affinity=True))
+                (ps, rs), t_s = _timed(lambda g=g, d=d: scc(g, tau_min=d.similarity.min()))
+                (pa, ra), t_a = _timed(lambda g=g: scc(g, affinity=True))
                 pur_s, pur_a = dendrogram_purity(ps, y), dendrogram_purity(pa, y)
                 rows.append([f"{data} n={n}", "SCC (rebuilt, 50 rounds)", None, None, pur_s, rs, t_s])
                 rows.append([f"{data} n={n}", "Affinity (rebuilt)", None, None, pur_a, ra, t_a])
@@ -354,7 +354,7 @@ def _run(*, quick, verbose, scale) -> DemoSection:
     # D4 path: rounds RAC vs TeraHAC
     n4 = 1000
     g4 = Graph.from_edges(np.arange(n4 - 1), np.arange(1, n4), np.arange(1, n4) / n4, n_nodes=n4)
-    r4_rac = _rac_graph(g4)[1]
+    r4_rac = rac_graph(g4)[1]
     r4_t = TeraHAC(threshold=0.0).fit(g4).n_rounds_
     checks.append(_check("R2", "D4 path n=1000: rounds RAC / TeraHAC", r4_rac, r4_t, r4_rac / r4_t, ">= 100",
                          r4_rac / r4_t >= 100))

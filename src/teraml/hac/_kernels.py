@@ -1,25 +1,33 @@
-"""numba kernels of TeraHAC's shared pure functions (spec terahac §2.4-§2.5).
+"""numba kernels of TeraHAC: the pure functions every engine shares.
 
-Every kernel takes and returns plain arrays, uses only IEEE float64 ``+ * / min max`` (no fastmath: M = +inf
-must stay +inf) and breaks ties by cluster id, so any engine that feeds them the same rows gets bit-identical
-merges. They are compiled with ``cache=True`` (workers import, not pickle, them) and ``nogil=True`` (the
-local engine runs partitions on a thread pool).
+Every kernel takes and returns plain arrays (grouped in small named tuples where a kernel needs many),
+uses only IEEE float64 ``+ * / min max`` (no fastmath: M = +inf must stay +inf) and breaks ties by cluster
+id, so any engine that feeds them the same rows gets bit-identical merges. They are compiled with
+``cache=True`` (workers import, not pickle, them) and ``nogil=True`` (the local engine runs partitions on a
+thread pool).
 
-Data layout, all indexed by cluster id (the rank of the node, §2.5; an absorbed id stays unused):
+Data layout, all indexed by cluster id (the rank of the node; an absorbed id stays unused):
 
 * canonical edges ``src < dst`` with sums ``S`` (float64), sorted by ``(src, dst)``;
-* a directed CSR ``indptr, nbr, wt`` built from them (both directions, neighbours unsorted: no result
-  depends on row order);
-* ``size`` (int64) and ``M`` (float64, +inf for a singleton).
+* a directed :class:`CSR` ``indptr, nbr, wt`` built from them (both directions, neighbours unsorted: no
+  result depends on row order);
+* :class:`Clusters`: ``size`` (int64) and ``M`` (float64, +inf for a singleton).
 """
 
 from __future__ import annotations
 
 import heapq
+from typing import NamedTuple
 
 import numpy as np
 from numba import njit, types
 from numba.typed import Dict, List
+
+__all__ = [
+    "ULP_SLACK", "CSR", "Clusters", "Partitions", "RoundOutput", "MergeTable", "tie_ranks", "build_csr",
+    "best_edges", "affinity_partition", "affinity_level", "subgraph_hac", "roots", "segment_sum",
+    "record_merges", "flatten_top",
+]
 
 # Goodness is compared with (1 + eps) times this: a merged cluster's W(c, x) = (S(a,x) + S(b,x)) / (n_c n_x)
 # can exceed the merge similarity by one rounding error when the two are equal in exact arithmetic (ties),
@@ -28,6 +36,71 @@ ULP_SLACK = 1.0 + 1e-12
 
 _i8 = types.int64
 _f8 = types.float64
+
+
+class CSR(NamedTuple):
+    """Directed adjacency of the canonical edges: ``nbr[indptr[u]:indptr[u+1]]`` with sums ``wt``."""
+
+    indptr: np.ndarray
+    nbr: np.ndarray
+    wt: np.ndarray
+
+
+class Clusters(NamedTuple):
+    """Per cluster id: ``size`` (int64) and ``M`` (float64, the smallest merge similarity inside)."""
+
+    size: np.ndarray
+    M: np.ndarray
+
+
+class Partitions(NamedTuple):
+    """Partition p holds ``members[start[p]:start[p+1]]`` (ascending ids); ``part[u]`` is the key (smallest
+    member) of u's partition, -1 for an inactive id; ``loc`` is scratch (length n) each partition writes for
+    its own members only."""
+
+    start: np.ndarray
+    members: np.ndarray
+    part: np.ndarray
+    loc: np.ndarray
+
+
+class RoundOutput(NamedTuple):
+    """What SubgraphHAC writes: merge k of partition p at slot ``start[p] + k`` of ``a, b, w`` (exact W),
+    ``count[p]`` merges, and per cluster id the survivors' ``size`` / ``M`` and ``rep[absorbed] = survivor``."""
+
+    a: np.ndarray
+    b: np.ndarray
+    w: np.ndarray
+    count: np.ndarray
+    size: np.ndarray
+    M: np.ndarray
+    rep: np.ndarray
+
+
+class MergeTable(NamedTuple):
+    """The dendrogram's growing merge arrays (row r creates node n_leaves + r)."""
+
+    left: np.ndarray
+    right: np.ndarray
+    sim: np.ndarray
+    size: np.ndarray
+
+
+class _Work(NamedTuple):
+    """One partition's working state inside SubgraphHAC (local index i = position in the partition)."""
+
+    A: object            # typed List of Dict[neighbour id -> S], one per member
+    alive: np.ndarray    # member i not yet absorbed
+    nver: np.ndarray     # version of member i's queue entry
+    n_loc: np.ndarray    # current size of member i
+    m_loc: np.ndarray    # current M of member i
+    Bh: np.ndarray       # B^ (best estimated similarity) of member i
+    ann: np.ndarray      # last announced size of member i
+    loc: np.ndarray      # cluster id -> local index (members only)
+    part: np.ndarray     # cluster id -> partition key
+    size: np.ndarray     # frozen sizes of every id (neighbours outside the partition)
+    key: int             # this partition's key
+    prune: float         # edges with W <= prune never merge
 
 
 # ------------------------------------------------------------------------------------------------ ranks
@@ -42,13 +115,13 @@ def _splitmix64(x: np.ndarray) -> np.ndarray:
     return z ^ (z >> np.uint64(31))
 
 
-def _tie_ranks(n: int, seed=None) -> np.ndarray:
+def tie_ranks(n: int, seed=None) -> np.ndarray:
     """Cluster id of each node: its index when ``seed`` is None, else its position in the order of
     ``splitmix64(index XOR splitmix64(seed))`` (ties, which need a 64-bit collision, by index).
 
-    >>> _tie_ranks(4).tolist()
+    >>> tie_ranks(4).tolist()
     [0, 1, 2, 3]
-    >>> sorted(_tie_ranks(5, seed=3).tolist())
+    >>> sorted(tie_ranks(5, seed=3).tolist())
     [0, 1, 2, 3, 4]
     """
     idx = np.arange(n, dtype=np.int64)
@@ -67,7 +140,7 @@ def _tie_ranks(n: int, seed=None) -> np.ndarray:
 
 
 @njit(cache=True, nogil=True)
-def _build_csr(src, dst, S, n):
+def build_csr(src, dst, S, n):
     """Directed CSR (both directions) of canonical edges, by a counting sort on the source."""
     m = src.size
     indptr = np.zeros(n + 1, dtype=np.int64)
@@ -88,12 +161,13 @@ def _build_csr(src, dst, S, n):
         nbr[pos[b]] = a
         wt[pos[b]] = S[e]
         pos[b] += 1
-    return indptr, nbr, wt
+    return CSR(indptr, nbr, wt)
 
 
 @njit(cache=True, nogil=True)
-def _best(indptr, nbr, wt, size):
+def best_edges(csr, size):
     """best(u) = argmax_x W(u, x) (ties: smaller x) and B(u); best = -1 for an isolated id."""
+    indptr, nbr, wt = csr
     n = indptr.size - 1
     best = np.full(n, -1, dtype=np.int64)
     B = np.zeros(n, dtype=np.float64)
@@ -126,8 +200,8 @@ def _find(parent, u):
 
 
 @njit(cache=True, nogil=True)
-def _affinity_partition(order, best, cap, n):
-    """Size-capped affinity partition (§2.4): visit the active ids in ``order`` (decreasing B, ties by
+def affinity_partition(order, best, cap, n):
+    """Size-capped affinity partition: visit the active ids in ``order`` (decreasing B, ties by
     smaller id) and union each u with best(u) if their sets differ and the union holds <= cap ids. Set
     counts change only on a real union (google/graph-mining inflates them otherwise). Returns ``part``
     (length n): the smallest id of u's set for active u, -1 elsewhere."""
@@ -161,23 +235,23 @@ def _affinity_partition(order, best, cap, n):
 
 
 @njit(cache=True, nogil=True)
-def _bhat(d, i, n_loc, ann, loc, part, key, size):
+def _bhat(w, i):
     """B^(u) = max over u's neighbours x of S(u,x) / (n(u) * size used for x): the announced size for a
     partition member, the fixed size for a frozen neighbour."""
     bw = 0.0
-    nu = np.float64(n_loc[i])
-    for x, s in d.items():
-        if part[x] == key:
-            w = s / (nu * np.float64(ann[loc[x]]))
+    nu = np.float64(w.n_loc[i])
+    for x, s in w.A[i].items():
+        if w.part[x] == w.key:
+            v = s / (nu * np.float64(w.ann[w.loc[x]]))
         else:
-            w = s / (nu * np.float64(size[x]))
-        if w > bw:
-            bw = w
+            v = s / (nu * np.float64(w.size[x]))
+        if v > bw:
+            bw = v
     return bw
 
 
 @njit(cache=True, nogil=True)
-def _node_key(A, i, u, alive, n_loc, m_loc, Bh, loc, part, key, prune):
+def _node_key(w, i, u):
     """The smallest (g^, a, b) over u's alive in-partition edges with W > prune (a < b); a = -1 if u has
     none. (S, the sizes and M enter through commutative IEEE operations, so either end computes the same
     g^.) Edges at or below the prune line t/(1+eps) never merge: the dendrogram stops there, as exact HAC
@@ -185,18 +259,18 @@ def _node_key(A, i, u, alive, n_loc, m_loc, Bh, loc, part, key, prune):
     bg = np.inf
     ba = -1
     bb = -1
-    nu = np.float64(n_loc[i])
-    mu = m_loc[i]
-    bu = Bh[i]
-    for x, s in A[i].items():
-        if part[x] == key:
-            j = loc[x]
-            if alive[j]:
-                w = s / (nu * np.float64(n_loc[j]))
-                if not w > prune:
+    nu = np.float64(w.n_loc[i])
+    mu = w.m_loc[i]
+    bu = w.Bh[i]
+    for x, s in w.A[i].items():
+        if w.part[x] == w.key:
+            j = w.loc[x]
+            if w.alive[j]:
+                v = s / (nu * np.float64(w.n_loc[j]))
+                if not v > w.prune:
                     continue
-                den = min(w, mu, m_loc[j])
-                g = max(bu, Bh[j]) / den if den > 0 else np.inf
+                den = min(v, mu, w.m_loc[j])
+                g = max(bu, w.Bh[j]) / den if den > 0 else np.inf
                 if u < x:
                     a_ = u
                     b_ = x
@@ -211,27 +285,26 @@ def _node_key(A, i, u, alive, n_loc, m_loc, Bh, loc, part, key, prune):
 
 
 @njit(cache=True, nogil=True)
-def _push_node(heap, A, i, u, alive, nver, n_loc, m_loc, Bh, loc, part, key, prune):
+def _push_node(heap, w, i, u):
     """Queue u under its current key (the old entry, if any, becomes invalid)."""
-    g, a, b = _node_key(A, i, u, alive, n_loc, m_loc, Bh, loc, part, key, prune)
-    nver[i] += 1
+    g, a, b = _node_key(w, i, u)
+    w.nver[i] += 1
     if a >= 0:
-        heapq.heappush(heap, (g, a, b, u, nver[i]))
+        heapq.heappush(heap, (g, a, b, u, w.nver[i]))
 
 
 @njit(cache=True, nogil=True)
-def _refresh(heap, A, i, u, alive, nver, n_loc, m_loc, Bh, loc, part, key, ann, size, prune):
+def _refresh(heap, w, i, u):
     """refresh(u): recompute B^(u) (it only falls here: a neighbour announced a larger size) and re-key u."""
-    old = Bh[i]
-    Bh[i] = _bhat(A[i], i, n_loc, ann, loc, part, key, size)
-    if Bh[i] < old:
-        _push_node(heap, A, i, u, alive, nver, n_loc, m_loc, Bh, loc, part, key, prune)
+    old = w.Bh[i]
+    w.Bh[i] = _bhat(w, i)
+    if w.Bh[i] < old:
+        _push_node(heap, w, i, u)
 
 
 @njit(cache=True, nogil=True)
-def _subgraph_hac_one(s0, s1, members, part, loc, indptr, nbr, wt, size, M, eps, prune,
-                      out_a, out_b, out_w, new_size, new_M, rep):
-    """SubgraphHAC of the partition ``members[s0:s1]`` (ascending ids; key = members[s0]).
+def _subgraph_hac_one(s0, s1, parts, csr, clusters, eps, prune, out):
+    """SubgraphHAC of the partition ``parts.members[s0:s1]`` (ascending ids; key = members[s0]).
 
     Merges, smallest first, edges whose estimated goodness g^ = max(B^(a), B^(b)) / min(W(a,b), M(a), M(b))
     is <= 1 + eps (ties: smaller a, then smaller b); neighbours outside the partition are frozen (they
@@ -240,8 +313,10 @@ def _subgraph_hac_one(s0, s1, members, part, loc, indptr, nbr, wt, size, M, eps,
     goodness; the neighbours of an announcing cluster are refreshed lazily (when one of their edges comes
     up, and all of them before stopping). A node-level priority queue: each cluster is queued under the
     smallest key of its edges; keys that only grew since are fixed when popped. Writes merge k at
-    ``out_*[s0 + k]`` (a, b, exact W), ``rep[absorbed] = survivor`` and the survivors' ``new_size`` /
-    ``new_M``; returns the number of merges."""
+    ``out.a/b/w[s0 + k]`` (exact W), ``out.rep[absorbed] = survivor`` and the survivors' ``out.size`` /
+    ``out.M``; returns the number of merges."""
+    members, loc = parts.members, parts.loc
+    indptr, nbr, wt = csr
     alpha = eps / 2.0
     limit = (1.0 + eps) * ULP_SLACK
     k = s1 - s0
@@ -256,32 +331,31 @@ def _subgraph_hac_one(s0, s1, members, part, loc, indptr, nbr, wt, size, M, eps,
         for e in range(indptr[u], indptr[u + 1]):
             d[nbr[e]] = wt[e]
         A.append(d)
-        n_loc[i] = size[u]
-        m_loc[i] = M[u]
-    ann = n_loc.copy()
-    alive = np.ones(k, dtype=np.bool_)
+        n_loc[i] = clusters.size[u]
+        m_loc[i] = clusters.M[u]
+    w = _Work(A, np.ones(k, dtype=np.bool_), np.zeros(k, dtype=np.int64), n_loc, m_loc,
+              np.empty(k, dtype=np.float64), n_loc.copy(), loc, parts.part, clusters.size, key, prune)
+    ann, alive, Bh = w.ann, w.alive, w.Bh
     stale = np.zeros(k, dtype=np.bool_)
     n_stale = 0
     stale_list = [np.int64(0)]  # the ids marked stale since the last full refresh (may repeat)
     stale_list.pop()
-    nver = np.zeros(k, dtype=np.int64)
-    Bh = np.empty(k, dtype=np.float64)
     for i in range(k):
-        Bh[i] = _bhat(A[i], i, n_loc, ann, loc, part, key, size)
+        Bh[i] = _bhat(w, i)
     heap = [(0.0, np.int64(0), np.int64(0), np.int64(0), np.int64(0))]
     heap.pop()
     for i in range(k):
-        g, a, b = _node_key(A, i, members[s0 + i], alive, n_loc, m_loc, Bh, loc, part, key, prune)
+        g, a, b = _node_key(w, i, members[s0 + i])
         if a >= 0:
-            heap.append((g, a, b, members[s0 + i], nver[i]))
+            heap.append((g, a, b, members[s0 + i], w.nver[i]))
     heapq.heapify(heap)
     n_merges = 0
     while len(heap) > 0:
         g0, a0, b0, u, v = heapq.heappop(heap)
         iu = loc[u]
-        if not alive[iu] or nver[iu] != v:
+        if not alive[iu] or w.nver[iu] != v:
             continue
-        g, a, b = _node_key(A, iu, u, alive, n_loc, m_loc, Bh, loc, part, key, prune)
+        g, a, b = _node_key(w, iu, u)
         if a < 0:
             continue
         if g != g0 or a != a0 or b != b0:  # the key grew (or its edge went): queue it again
@@ -294,10 +368,10 @@ def _subgraph_hac_one(s0, s1, members, part, loc, indptr, nbr, wt, size, M, eps,
             if stale[i]:
                 stale[i] = False
                 n_stale -= 1
-                _refresh(heap, A, i, members[s0 + i], alive, nver, n_loc, m_loc, Bh, loc, part, key, ann, size, prune)
+                _refresh(heap, w, i, members[s0 + i])
                 refreshed = True
         if refreshed:  # keys fell: queue u again under its new key and take the smallest
-            _push_node(heap, A, iu, u, alive, nver, n_loc, m_loc, Bh, loc, part, key, prune)
+            _push_node(heap, w, iu, u)
             continue
         if g > limit:
             if n_stale > 0:  # refresh everything stale: estimates only fall, keys may drop below the limit
@@ -306,23 +380,22 @@ def _subgraph_hac_one(s0, s1, members, part, loc, indptr, nbr, wt, size, M, eps,
                     if stale[i]:
                         stale[i] = False
                         if alive[i]:
-                            _refresh(heap, A, i, members[s0 + i], alive, nver, n_loc, m_loc, Bh, loc, part, key,
-                                     ann, size, prune)
+                            _refresh(heap, w, i, members[s0 + i])
                 stale_list.clear()
                 n_stale = 0
-                _push_node(heap, A, iu, u, alive, nver, n_loc, m_loc, Bh, loc, part, key, prune)
+                _push_node(heap, w, iu, u)
                 continue
             break
-        w = A[ia][b] / (np.float64(n_loc[ia]) * np.float64(n_loc[ib]))
+        wab = A[ia][b] / (np.float64(n_loc[ia]) * np.float64(n_loc[ib]))
         # merge a and b into c = a (a < b)
-        out_a[s0 + n_merges] = a
-        out_b[s0 + n_merges] = b
-        out_w[s0 + n_merges] = w
+        out.a[s0 + n_merges] = a
+        out.b[s0 + n_merges] = b
+        out.w[s0 + n_merges] = wab
         n_merges += 1
-        rep[b] = a
+        out.rep[b] = a
         ic, io = ia, ib
         n_c = n_loc[ic] + n_loc[io]
-        m_loc[ic] = min(m_loc[ic], m_loc[io], w)
+        m_loc[ic] = min(m_loc[ic], m_loc[io], wab)
         Ac = A[ic]
         Ao = A[io]
         Ac.pop(b, 0.0)
@@ -354,7 +427,7 @@ def _subgraph_hac_one(s0, s1, members, part, loc, indptr, nbr, wt, size, M, eps,
         announce = np.float64(n_c) > (1.0 + alpha) * np.float64(ann_c)
         ann[ic] = n_c if announce else ann_c
         for x, s in big.items():
-            if part[x] == key:
+            if w.part[x] == key:
                 j = loc[x]
                 if alive[j]:
                     Ax = A[j]
@@ -370,31 +443,31 @@ def _subgraph_hac_one(s0, s1, members, part, loc, indptr, nbr, wt, size, M, eps,
                         stale_list.append(j)
                         n_stale += 1
         A[io] = Dict.empty(_i8, _f8)
-        Bh[ic] = _bhat(A[ic], ic, n_loc, ann, loc, part, key, size)
-        _push_node(heap, A, ic, a, alive, nver, n_loc, m_loc, Bh, loc, part, key, prune)
+        Bh[ic] = _bhat(w, ic)
+        _push_node(heap, w, ic, a)
     for i in range(k):
         if alive[i]:
             u = members[s0 + i]
-            new_size[u] = n_loc[i]
-            new_M[u] = m_loc[i]
+            out.size[u] = n_loc[i]
+            out.M[u] = m_loc[i]
     return n_merges
 
 
 @njit(cache=True, nogil=True)
-def _subgraph_hac(p_lo, p_hi, pstart, members, part, loc, indptr, nbr, wt, size, M, eps, prune,
-                  out_a, out_b, out_w, out_cnt, new_size, new_M, rep):
-    """SubgraphHAC of partitions ``p_lo..p_hi-1`` (members[pstart[p]:pstart[p+1]]). Partitions write
-    disjoint slots of every output, so disjoint ranges may run on different threads."""
+def subgraph_hac(p_lo, p_hi, parts, csr, clusters, eps, prune, out):
+    """SubgraphHAC of partitions ``p_lo..p_hi-1`` (:class:`Partitions`), reading the round's :class:`CSR`
+    and :class:`Clusters`, writing :class:`RoundOutput`. Partitions write disjoint slots of every output,
+    so disjoint ranges may run on different threads."""
     for p in range(p_lo, p_hi):
-        out_cnt[p] = _subgraph_hac_one(pstart[p], pstart[p + 1], members, part, loc, indptr, nbr, wt, size, M,
-                                       eps, prune, out_a, out_b, out_w, new_size, new_M, rep)
+        out.count[p] = _subgraph_hac_one(parts.start[p], parts.start[p + 1], parts, csr, clusters, eps, prune,
+                                         out)
 
 
 # ------------------------------------------------------------------------------------------------ contraction
 
 
 @njit(cache=True, nogil=True)
-def _roots(rep):
+def roots(rep):
     """Final cluster of every id, given rep[absorbed] = survivor < absorbed (identity elsewhere)."""
     n = rep.size
     root = np.empty(n, dtype=np.int64)
@@ -405,7 +478,7 @@ def _roots(rep):
 
 
 @njit(cache=True, nogil=True)
-def _segment_sum(src, dst, S, root, n):
+def segment_sum(src, dst, S, root, n):
     """Contract: relabel both ends to their clusters, drop intra-cluster edges, and sum parallel edges
     left to right in ascending (old src, old dst) order (the input order; two stable counting sorts keep
     it inside each new pair). Returns the new canonical edges sorted by (src, dst)."""
@@ -462,21 +535,21 @@ def _segment_sum(src, dst, S, root, n):
 
 
 @njit(cache=True, nogil=True)
-def _record(pstart, out_a, out_b, out_w, out_cnt, node, run_size, n_leaves, n_done,
-            left, right, sim, msize):
-    """Append this round's merges in (part_key, seq) order to the dendrogram arrays; dendrogram node of
-    merge row r is n_leaves + r. Returns the new number of rows."""
+def record_merges(start, out, node, run_size, n_leaves, n_done, table):
+    """Append this round's merges (:class:`RoundOutput` of the partitions starting at ``start``) in
+    (part_key, seq) order to the :class:`MergeTable`; ``node[c]`` is the dendrogram node of cluster id c
+    and ``run_size`` its size, both updated. Merge row r is node n_leaves + r. Returns the new row count."""
     r = n_done
-    for p in range(pstart.size - 1):
-        for k in range(out_cnt[p]):
-            i = pstart[p] + k
-            a = out_a[i]
-            b = out_b[i]
-            left[r] = node[a]
-            right[r] = node[b]
-            sim[r] = out_w[i]
+    for p in range(start.size - 1):
+        for k in range(out.count[p]):
+            i = start[p] + k
+            a = out.a[i]
+            b = out.b[i]
+            table.left[r] = node[a]
+            table.right[r] = node[b]
+            table.sim[r] = out.w[i]
             run_size[a] += run_size[b]
-            msize[r] = run_size[a]
+            table.size[r] = run_size[a]
             node[a] = n_leaves + r
             r += 1
     return r
@@ -486,7 +559,7 @@ def _record(pstart, out_a, out_b, out_w, out_cnt, node, run_size, n_leaves, n_do
 
 
 @njit(cache=True, nogil=True)
-def _flatten_top(n, left, right, sim, t):
+def flatten_top(n, left, right, sim, t):
     """Subtree flattening: the highest ancestor with similarity >= t of every leaf (itself if none)."""
     m = left.size
     top = np.full(n + m, -1, dtype=np.int64)
@@ -507,11 +580,12 @@ def _flatten_top(n, left, right, sim, t):
 
 
 @njit(cache=True, nogil=True)
-def _affinity_level(part, indptr, nbr, wt, size, cap):
+def affinity_level(part, csr, size, cap):
     """One more affinity (Boruvka) level over a partition: every set links to the set across its heaviest
     outgoing edge between active clusters (W; ties: smaller set key), visited by decreasing W (ties: smaller
     key); two sets join while their union holds <= cap clusters (counts change only on real unions).
     Returns the new part (smallest id of each set); -1 (inactive) stays -1."""
+    indptr, nbr, wt = csr
     n = part.size
     bw = np.full(n, -1.0)
     bto = np.full(n, -1, dtype=np.int64)

@@ -1,8 +1,8 @@
 """Peers rebuilt for the benchmark (spec terahac §5) and dendrogram purity.
 
-* ``_rac_graph``: RAC (reciprocal agglomerative clustering): every round merges *all* reciprocal-best
+* ``rac_graph``: RAC (reciprocal agglomerative clustering): every round merges *all* reciprocal-best
   pairs at once, which is exact average linkage (racplusplus segfaults under numpy 2, so it is rebuilt).
-* ``_scc``: SCC (Monath et al., KDD 2021): round r links every cluster to its best neighbour when that
+* ``scc``: SCC (Monath et al., KDD 2021): round r links every cluster to its best neighbour when that
   similarity is >= tau_r (tau geometric from the largest similarity down to the threshold, 50 rounds) and
   contracts the linked components (multi-way merges); ``affinity=True`` (tau = -inf) is affinity
   clustering (Boruvka rounds). nmonath/scc cannot run under numpy 2 (``np.Inf``), so it is rebuilt.
@@ -13,7 +13,7 @@ All of them use the same graph objective as TeraHAC: W(A, B) = S(A, B) / (|A| |B
 >>> import numpy as np
 >>> from teraml.hac import Graph
 >>> g = Graph.from_edges([0, 1, 2], [1, 2, 3], [0.3, 0.6, 0.9], n_nodes=4)
->>> d, rounds = _rac_graph(g)
+>>> d, rounds = rac_graph(g)
 >>> rounds, d.similarity.round(3).tolist()
 (3, [0.9, 0.3, 0.15])
 """
@@ -25,11 +25,11 @@ from numba import njit
 from scipy.sparse import coo_array
 from scipy.sparse.csgraph import connected_components
 
-from teraml.hac._kernels import _best, _build_csr, _roots, _segment_sum
+from teraml.hac._kernels import best_edges, build_csr, roots, segment_sum
 from teraml.hac.dendrogram import Dendrogram
 from teraml.hac.graph import Graph
 
-__all__ = ["_rac_graph", "_scc", "dendrogram_purity", "parents_of"]
+__all__ = ["rac_graph", "scc", "dendrogram_purity", "parents_of"]
 
 
 def _canonical(graph: Graph):
@@ -39,7 +39,7 @@ def _canonical(graph: Graph):
     return a[o], b[o], graph.weight[o].astype(np.float64)
 
 
-def _rac_graph(graph: Graph, threshold: float = 0.0, max_rounds: int = 10**7):
+def rac_graph(graph: Graph, threshold: float = 0.0, max_rounds: int = 10**7):
     """RAC on a similarity graph: each round merges every reciprocal-best pair with W > threshold.
 
     Returns ``(Dendrogram, n_rounds)``; the merges equal exact average linkage when there are no ties.
@@ -52,8 +52,7 @@ def _rac_graph(graph: Graph, threshold: float = 0.0, max_rounds: int = 10**7):
     done = 0
     rounds = 0
     while rounds < max_rounds:
-        indptr, nbr, wt = _build_csr(src, dst, S, n)
-        best, B = _best(indptr, nbr, wt, size)
+        best, B = best_edges(build_csr(src, dst, S, n), size)
         u = np.flatnonzero((best >= 0) & (B > threshold))
         mutual = u[(best[best[u]] == u) & (u < best[u])]
         if mutual.size == 0:
@@ -70,7 +69,7 @@ def _rac_graph(graph: Graph, threshold: float = 0.0, max_rounds: int = 10**7):
         done += k
         rep = np.arange(n, dtype=np.int64)
         rep[v] = mutual
-        src, dst, S = _segment_sum(src, dst, S, _roots(rep), n)
+        src, dst, S = segment_sum(src, dst, S, roots(rep), n)
     def cat(xs, dt):
         return np.concatenate(xs).astype(dt) if xs else np.empty(0, dt)
 
@@ -79,7 +78,7 @@ def _rac_graph(graph: Graph, threshold: float = 0.0, max_rounds: int = 10**7):
     return d, rounds
 
 
-def _scc(graph: Graph, tau_min: float | None = None, n_rounds: int = 50, affinity: bool = False):
+def scc(graph: Graph, tau_min: float | None = None, n_rounds: int = 50, affinity: bool = False):
     """SCC (or affinity clustering with ``affinity=True``) on a similarity graph.
 
     tau runs geometrically from the largest edge similarity down to ``tau_min`` (default: the smallest
@@ -103,8 +102,7 @@ def _scc(graph: Graph, tau_min: float | None = None, n_rounds: int = 50, affinit
     total = n
     run = 0
     for tau in taus:
-        indptr, nbr, wt = _build_csr(src, dst, S, n)
-        best, B = _best(indptr, nbr, wt, size)
+        best, B = best_edges(build_csr(src, dst, S, n), size)
         u = np.flatnonzero((best >= 0) & (B >= tau) & (B > 0))
         if u.size == 0:
             if affinity or src.size == 0:
@@ -134,7 +132,7 @@ def _scc(graph: Graph, tau_min: float | None = None, n_rounds: int = 50, affinit
         np.add.at(size, rep[ids], np.where(rep[ids] != ids, size[ids], 0))
         node[reps] = new_nodes
         total += reps.size
-        src, dst, S = _segment_sum(src, dst, S, rep, n)
+        src, dst, S = segment_sum(src, dst, S, rep, n)
         if src.size == 0:
             break
     return np.concatenate(parent), run

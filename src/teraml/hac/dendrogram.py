@@ -17,7 +17,8 @@ from collections import deque
 
 import numpy as np
 
-from teraml.hac._kernels import _flatten_top
+from teraml._validation import check_choice, check_int
+from teraml.hac._kernels import flatten_top
 
 __all__ = ["Dendrogram"]
 
@@ -62,7 +63,7 @@ class Dendrogram:
         This is subtree semantics, right for non-monotone trees (a union-find over merges >= t, or scipy's
         ``fcluster(..., "distance")``, differ there). Labels are 0..k-1 ordered by smallest leaf.
         """
-        return self._labels_from_top(_flatten_top(self.n_leaves, self.left, self.right, self.similarity,
+        return self._labels_from_top(flatten_top(self.n_leaves, self.left, self.right, self.similarity,
                                                   float(threshold)))
 
     def n_components(self) -> int:
@@ -70,9 +71,7 @@ class Dendrogram:
 
     def cut(self, n_clusters) -> np.ndarray:
         """The flat clustering at the largest merge similarity that gives at most ``n_clusters`` clusters."""
-        k = int(n_clusters)
-        if k < 1:
-            raise ValueError(f"n_clusters must be an int >= 1, got {n_clusters!r}")
+        k = check_int("n_clusters", n_clusters, min_value=1, sep=", ")
         if self.n_components() > k:
             warnings.warn(f"the dendrogram is a forest of {self.n_components()} trees, more than n_clusters={k}; "
                           "returning its components", UserWarning, stacklevel=2)
@@ -104,8 +103,7 @@ class Dendrogram:
 
         A forest is completed by filler merges at (max distance + 1).
         """
-        if transform not in ("one_minus", "reciprocal"):
-            raise ValueError(f"transform must be 'one_minus' or 'reciprocal', got {transform!r}")
+        check_choice("transform", transform, ("one_minus", "reciprocal"), phrase="or", sep=", ")
         if transform == "one_minus" and self.n_merges and self.similarity.max() > 1:
             raise ValueError("similarities exceed 1: use transform='reciprocal'")
         if not self.is_monotone():

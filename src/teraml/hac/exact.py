@@ -17,14 +17,10 @@ invalidation gives O(m log n) heap operations; adjacency maps merge smaller-into
 from __future__ import annotations
 
 import heapq
-import math
-import numbers
 
-import numpy as np
-
-from teraml._validation import type_name
+from teraml._validation import check_instance, check_param
 from teraml.hac.dendrogram import Dendrogram
-from teraml.hac.graph import Graph
+from teraml.hac.graph import SIMILARITY_THRESHOLD, Graph
 
 __all__ = ["exact_hac"]
 
@@ -35,11 +31,8 @@ def exact_hac(graph, threshold=0.0) -> Dendrogram:
     Cluster ids are the smallest leaf in the cluster; ties in W go to the lexicographically smallest
     (id, id) pair. The dendrogram numbers merge i as node n + i.
     """
-    if not isinstance(graph, Graph):
-        raise TypeError(f"graph must be a teraml.hac.Graph, got {type_name(graph)}")
-    if isinstance(threshold, (bool, np.bool_)) or not isinstance(threshold, numbers.Real) \
-            or not math.isfinite(threshold) or threshold < 0:
-        raise ValueError(f"threshold must be a finite float >= 0 (a similarity, not a distance), got {threshold!r}")
+    check_instance("graph", graph, Graph, "a teraml.hac.Graph", sep=", ")
+    threshold = check_param("threshold", threshold, [SIMILARITY_THRESHOLD], sep=", ")
     n = graph.n_nodes
     adj: list[dict[int, float]] = [dict() for _ in range(n)]
     for a, b, w in zip(graph.src.tolist(), graph.dst.tolist(), graph.weight.tolist()):

@@ -6,8 +6,12 @@ strings) are kept in ``node_ids`` (ascending) and every output maps back to them
 self-loops and zero weights (one warning with the counts), merges duplicate rows naming one pair
 (``duplicates="max"``, ``"sum"`` or ``"error"``) and reports what it did in ``report``.
 
->>> import numpy as np
->>> g = Graph.from_edges([10, 20, 20, 30], [20, 10, 30, 30], [0.5, 0.7, 0.2, 1.0])
+>>> import warnings
+>>> with warnings.catch_warnings(record=True) as caught:
+...     warnings.simplefilter("always")
+...     g = Graph.from_edges([10, 20, 20, 30], [20, 10, 30, 30], [0.5, 0.7, 0.2, 1.0])
+>>> str(caught[0].message)
+'dropped 1 self-loops and 0 zero-weight edges'
 >>> g.n_nodes, g.src.tolist(), g.dst.tolist(), g.weight.tolist(), g.node_ids.tolist()
 (3, [0, 1], [1, 2], [0.7, 0.2], [10, 20, 30])
 """
@@ -15,16 +19,18 @@ self-loops and zero weights (one warning with the counts), merges duplicate rows
 from __future__ import annotations
 
 import csv
-import numbers
 import warnings
 from pathlib import Path
 
 import numpy as np
 import scipy.sparse as sp
 
-from teraml._validation import type_name
+from teraml._validation import Interval, Options, check_choice, check_instance, check_int, check_param
 
-__all__ = ["Graph"]
+__all__ = ["Graph", "SIMILARITY_THRESHOLD"]
+
+#: The constraint of a similarity threshold t (``exact_hac``, ``TeraHAC``): a finite float >= 0.
+SIMILARITY_THRESHOLD = Interval("float", 0, text="a finite float >= 0 (a similarity, not a distance)")
 
 _DUPLICATES = ("max", "sum", "error")
 
@@ -82,8 +88,7 @@ def _node_index(src, dst, n_nodes):
     else:
         raise TypeError(f"node ids must be all integers or all strings, got dtype {both.dtype}")
     if n_nodes is not None:
-        if isinstance(n_nodes, (bool, np.bool_)) or not isinstance(n_nodes, numbers.Integral) or n_nodes < 1:
-            raise ValueError(f"n_nodes must be an int >= 1, got {n_nodes!r}")
+        n_nodes = check_int("n_nodes", n_nodes, min_value=1, sep=", ")
         if ids.dtype.kind != "i":
             raise TypeError("node ids must be integers when n_nodes is given")
         if ids.size and (ids.min() < 0 or ids.max() >= n_nodes):
@@ -127,8 +132,7 @@ class Graph:
         >>> Graph.from_edges(np.array([0, 1]), np.array([1, 2]), np.array([0.5, 0.25])).n_edges
         2
         """
-        if not isinstance(duplicates, str) or duplicates not in _DUPLICATES:
-            raise ValueError(f"duplicates must be one of 'max', 'sum', 'error', got {duplicates!r}")
+        check_choice("duplicates", duplicates, _DUPLICATES, sep=", ")
         w = _check_weights(weight)
         s, d, node_ids = _node_index(src, dst, n_nodes)
         if w.shape != s.shape:
@@ -181,8 +185,7 @@ class Graph:
     @classmethod
     def from_sparse(cls, S, *, duplicates="max") -> Graph:
         """Build from a square scipy.sparse similarity matrix (both triangles read; ``duplicates`` merges them)."""
-        if not sp.issparse(S):
-            raise TypeError(f"S must be a square scipy.sparse matrix, got {type_name(S)}")
+        check_instance("S", S, (sp.spmatrix, sp.sparray), "a square scipy.sparse matrix", sep=", ")
         if S.shape[0] != S.shape[1]:
             raise ValueError(f"similarity matrix must be square, got shape {S.shape}")
         C = sp.coo_array(S)
@@ -210,15 +213,12 @@ class Graph:
         bad = ~np.all(np.isfinite(X), axis=1)
         if bad.any():
             raise ValueError(f"X has {int(bad.sum())} rows with NaN/inf")
-        if metric not in ("cosine", "euclidean"):
-            raise ValueError(f"metric must be 'cosine' or 'euclidean', got {metric!r}")
+        check_choice("metric", metric, ("cosine", "euclidean"), phrase="or", sep=", ")
         if metric == "cosine":
             zero = np.linalg.norm(X, axis=1) == 0
             if zero.any():
                 raise ValueError(f"X has {int(zero.sum())} all-zero rows; cosine similarity is undefined")
-        if isinstance(n_neighbors, (bool, np.bool_)) or not isinstance(n_neighbors, numbers.Integral) \
-                or not 1 <= n_neighbors < X.shape[0]:
-            raise ValueError(f"n_neighbors must be an int in [1, {X.shape[0] - 1}], got {n_neighbors!r}")
+        n_neighbors = check_int("n_neighbors", n_neighbors, min_value=1, max_value=X.shape[0] - 1, sep=", ")
         nn = NearestNeighbors(n_neighbors=n_neighbors + 1, metric=metric, algorithm="brute").fit(X)
         dist, ind = nn.kneighbors(X)
         n = X.shape[0]
@@ -249,9 +249,8 @@ class Graph:
     @staticmethod
     def _format(path, format):
         fmt = format or Path(path).suffix.lstrip(".").lower()
-        if fmt not in ("csv", "parquet"):
-            raise ValueError(f"format must be 'csv' or 'parquet' (or a .csv / .parquet path), got {fmt!r}")
-        return fmt
+        return check_param("format", fmt, [Options("csv", "parquet"), "'csv' or 'parquet' (or a .csv / .parquet path)"],
+                           sep=", ")
 
     def write(self, path, *, format=None) -> None:
         """Write ``src, dst, weight`` rows with the original node ids (.csv or .parquet)."""

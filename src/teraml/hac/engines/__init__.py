@@ -1,5 +1,11 @@
-"""TeraHAC engines: ``LocalEngine`` (in-process, numba, threads over partitions)."""
+"""TeraHAC engines: the contract (:class:`Engine`) and ``LocalEngine`` (in-process, numba, threads).
 
+>>> from teraml.hac.engines import Engine, LocalEngine
+>>> isinstance(LocalEngine(n_jobs=2), Engine)
+True
+"""
+
+from teraml.hac.engines._base import Engine, RoundStats
 from teraml.hac.engines.local import LocalEngine
 
-__all__ = ["LocalEngine"]
+__all__ = ["Engine", "RoundStats", "LocalEngine"]
