@@ -32,6 +32,7 @@ import torch.nn.functional as F  # noqa: E402
 
 from teraml.attention import _bench as B  # noqa: E402
 from teraml.attention import exact_attention, hyper_attention  # noqa: E402
+from teraml.attention._dispatch import Variant, hyper_forward  # noqa: E402
 
 
 def prepare(carry: Path) -> None:
@@ -192,8 +193,8 @@ def main() -> int:
         g1 = [t.to(dev, dt) for t in B._qkv("iid", nq, 0)]
         mass = B.block_mass(*g2)
         res["q1_block_mass_r9"] = B.block_mass(*g2, lsh_num_projs=9)
-        _, lse_blk = hyper_attention(*g2, sample_size=0, return_lse=True, _random_blocks=True, min_seq_len=1,
-                                     generator=torch.Generator(device=dev).manual_seed(0))
+        _, lse_blk = hyper_forward(*g2, sample_size=0, return_lse=True, min_seq_len=1, variant=Variant(blocks="random"),
+                                   generator=torch.Generator(device=dev).manual_seed(0))
         _, lse = exact_attention(*[t.float() for t in g2])
         rmass = float(torch.exp(lse_blk - lse).mean())
         checks.append({"id": "Q1", "criterion": "G2 block mass ≥ (4/1.5)× random and ≥ 0.30/1.5 (n=32k)",

@@ -155,10 +155,14 @@ def test_t13_unsupported_kwargs_warn_once_and_run_exact():
 
 
 def test_registration_validation():
-    with pytest.raises(ValueError, match=r"layers must be None, an int >= 0 or a sequence of layer indices"):
+    with pytest.raises(TypeError, match=r"layers must be None, an int >= 0 or a sequence of layer indices"):
         register_hyper_attention(next(_names), layers="last")
-    with pytest.raises(ValueError, match=r"layers must be an int >= 0; got -1"):
+    with pytest.raises(ValueError, match=r"layers must be None, an int >= 0 or a sequence of layer indices "
+                                         r"\(ints >= 0\); got -1"):
         register_hyper_attention(next(_names), layers=-1)
+    with pytest.raises(ValueError, match=r"layers must be .*; got \[1, -2\]"):
+        register_hyper_attention(next(_names), layers=[1, -2])
+    assert register_hyper_attention(next(_names), layers=(0, 2)).layers == frozenset({0, 2})
     with pytest.raises(ValueError, match=r"lsh_num_projs must be an int in \[1, 16\]; got 0"):
         register_hyper_attention(next(_names), lsh_num_projs=0)
     with pytest.raises(ValueError, match="name must be a new non-empty attn_implementation name; got 'sdpa'"):

@@ -1,4 +1,3 @@
-import math
 
 import numpy as np
 import pytest
@@ -8,8 +7,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from teraml.attention import HyperAttention, hyper_attention
-from teraml.attention import hyper as H
+from teraml.attention._config import HyperConfig
+from teraml.attention._dispatch import Variant, hyper_forward
+from teraml.attention._unmasked import unmasked_attention
 from teraml.attention.lsh import bucket_rank, default_projections, order_table, sort_lsh
+from teraml.attention.naive import naive_attention
 from teraml.datasets import make_attention_qkv
 
 
@@ -21,13 +23,8 @@ def gen(seed=0):
     return torch.Generator().manual_seed(seed)
 
 
-def dense(q, k, v, causal=False, scale=None):
-    scale = q.shape[-1] ** -0.5 if scale is None else scale
-    s = (q.double() @ k.double().transpose(-1, -2)) * scale
-    if causal:
-        n = q.shape[-2]
-        s = s.masked_fill(torch.ones(n, n, dtype=torch.bool).triu(1), -math.inf)
-    return torch.softmax(s, -1) @ v.double(), torch.logsumexp(s, -1)
+def dense(q, k, v, causal=False):
+    return naive_attention(q, k, v, is_causal=causal)
 
 
 # ---------------------------------------------------------------- T1, T2: exact regimes
@@ -95,8 +92,8 @@ def test_t3_dense_oracle(n_q, n_k, b, dv):
     sample_idx = torch.randint(0, n_k, (1, 2, 1, m), generator=gen(5))
     q5, k5, v5 = q.unsqueeze(2), k.unsqueeze(2), v.unsqueeze(2)
     scale = d ** -0.5
-    out, lse = H._unmasked(q5.reshape(1, 2, 1, n_q, d), k5, v5, P, scale, b, m, "gray", None,
-                           sample_idx=sample_idx)
+    out, lse = unmasked_attention(q5.reshape(1, 2, 1, n_q, d), k5, v5, HyperConfig(P, scale, b, m, 1, "gray"),
+                                  sample_idx=sample_idx)
     out, lse = out.reshape(1, 2, n_q, dv), lse.reshape(1, 2, n_q)
     nb = -(-n_k // b)
     bq = -(-n_q // nb)
@@ -140,8 +137,8 @@ def _t4(seeds, mask=True):
     n, b, m = 1024, 128, 64
     q, k, v = rnd(1, 1, n, 32, seed=11), rnd(1, 1, n, 32, seed=12), rnd(1, 1, n, 32, seed=13)
     qb, kb, vb = (t.expand(seeds, 1, n, 32) for t in (q, k, v))
-    out, lse = hyper_attention(qb, kb, vb, min_seq_len=256, block_size=b, sample_size=m, generator=gen(0),
-                               return_lse=True, _mask_block_samples=mask)
+    out, lse = hyper_forward(qb, kb, vb, min_seq_len=256, block_size=b, sample_size=m, generator=gen(0),
+                             return_lse=True, variant=Variant(mask_block_samples=mask))
     ref_o, ref_lse = dense(q, k, v)
     est_den = torch.exp(lse.double()).mean(0)[0]
     true_den = torch.exp(ref_lse[0, 0])
@@ -375,8 +372,8 @@ def test_t12_properties(n, b, m, causal, seed, c):
 
 
 def block_mass(q, k, v, random_blocks=False, **kw):
-    _, lse_blk = hyper_attention(q, k, v, sample_size=0, return_lse=True, _random_blocks=random_blocks,
-                                 generator=gen(0), **kw)
+    _, lse_blk = hyper_forward(q, k, v, sample_size=0, return_lse=True, generator=gen(0),
+                               variant=Variant(blocks="random" if random_blocks else "lsh"), **kw)
     _, lse = hyper_attention(q, k, v, min_seq_len=q.shape[-2], return_lse=True)
     return torch.exp(lse_blk - lse).mean().item()
 
@@ -420,34 +417,31 @@ def test_inference_fast_path_equals_autograd_path(causal):
 
 @pytest.mark.parametrize("causal", [False, True])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_fused_kernel_path_equals_matmul_path(causal, dtype, monkeypatch):
+def test_fused_kernel_path_equals_matmul_path(causal, dtype):
     """Inference through torch's fused kernel (extra-dimension log-weights) equals the in-place matmul path."""
     q, k, v = rnd(1, 4, 1100, 32, seed=1), rnd(1, 2, 1100, 32, seed=2), rnd(1, 2, 1100, 40, seed=3)
     q, k, v = q.to(dtype), k.to(dtype), v.to(dtype)
     kw = dict(is_causal=causal, enable_gqa=True, min_seq_len=200, block_size=64, sample_size=48, return_lse=True)
     o1, l1 = hyper_attention(q, k, v, generator=gen(2), **kw)
-    monkeypatch.setattr(H, "_USE_FUSED", False)
-    o2, l2 = hyper_attention(q, k, v, generator=gen(2), **kw)
+    o2, l2 = hyper_forward(q, k, v, generator=gen(2), variant=Variant(unmasked="matmul"), **kw)
     tol = 1e-5 if dtype == torch.float32 else 3e-2
     assert (o1.float() - o2.float()).abs().max() < tol
     assert (l1 - l2).abs().max() < (1e-5 if dtype == torch.float32 else 1e-2)
 
 
 @pytest.mark.parametrize("n", [2048, 1536, 1001])
-def test_unrolled_causal_levels_equal_the_recursion(n, monkeypatch):
+def test_unrolled_causal_levels_equal_the_recursion(n):
     q, k, v = rnd(2, 4, n, 32, seed=1), rnd(2, 2, n, 32, seed=2), rnd(2, 2, n, 24, seed=3)
     kw = dict(is_causal=True, enable_gqa=True, min_seq_len=256, block_size=64, sample_size=32, return_lse=True)
     o1, l1 = hyper_attention(q, k, v, generator=gen(4), **kw)
-    monkeypatch.setattr(H, "_USE_LEVELS", False)
-    o2, l2 = hyper_attention(q, k, v, generator=gen(4), **kw)
+    o2, l2 = hyper_forward(q, k, v, generator=gen(4), variant=Variant(causal="recursion"), **kw)
     assert (o1 - o2).abs().max() < 1e-5 and (l1 - l2).abs().max() < 1e-5
 
 
-def test_head_split_fused_path_is_identical(monkeypatch):
+def test_head_split_fused_path_is_identical():
     """Large problems run the fused path over groups of key heads; the result does not change."""
     q, k, v = rnd(1, 6, 900, 16, seed=1), rnd(1, 3, 900, 16, seed=2), rnd(1, 3, 900, 16, seed=3)
     kw = dict(enable_gqa=True, min_seq_len=100, block_size=64, sample_size=32, return_lse=True)
     o1, l1 = hyper_attention(q, k, v, generator=gen(1), **kw)
-    monkeypatch.setattr(H, "_SOURCE_BUDGET", 1000)
-    o2, l2 = hyper_attention(q, k, v, generator=gen(1), **kw)
+    o2, l2 = hyper_forward(q, k, v, generator=gen(1), variant=Variant(source_budget=1000), **kw)
     assert torch.equal(o1, o2) and torch.equal(l1, l2)

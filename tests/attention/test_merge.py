@@ -4,15 +4,11 @@ import pytest
 import torch
 
 from teraml.attention import exact_attention, merge_attention
+from teraml.attention.naive import naive_attention
 
 
 def _dense(q, k, v, scale=None, causal=False):
-    scale = q.shape[-1] ** -0.5 if scale is None else scale
-    s = (q @ k.transpose(-1, -2)) * scale
-    if causal:
-        n = q.shape[-2]
-        s = s.masked_fill(torch.ones(n, n, dtype=torch.bool).triu(1), -math.inf)
-    return torch.softmax(s, -1) @ v, torch.logsumexp(s, -1)
+    return naive_attention(q, k, v, is_causal=causal, scale=scale)
 
 
 def test_random_split_merges_to_full_attention():

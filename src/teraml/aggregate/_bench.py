@@ -16,7 +16,7 @@ from teraml._benchutil import best_time as _best
 from teraml._benchutil import check as _check
 from teraml._demo import DemoContext, DemoSection, SummaryRow
 from teraml.aggregate import AggregateRegressor, Aggregator, LabelDP, PriorBoost, make_bags
-from teraml.aggregate._baselines import LLPEM, easyllp_fit, feature_kmeans_bags
+from teraml.aggregate._baselines import LLPEM, easyllp_fit, feature_kmeans_bags, feature_value_bags
 from teraml.datasets import (
     load_breast_cancer,
     load_diabetes,
@@ -196,6 +196,8 @@ def priorboost_suite(*, quick=False) -> dict:
             relf = Aggregator(y[:2000]).release(fb)
             row["feature_kmeans_n2000"] = _mse(AggregateRegressor(rho=1.0).fit(X[:2000], relf.y, bags=relf.bags)
                                               .predict(Xt), yt)
+            relv = Aggregator(y).release(feature_value_bags(X, k))   # LLP-Bench: bags by one feature's value
+            row["feature_value"] = _mse(AggregateRegressor(rho=1.0).fit(X, relv.y, bags=relv.bags).predict(Xt), yt)
         rows.append(row)
         checks.append(_check("Q7", f"oracle-prior bags, rho=1, synthetic k={k}: MSE / full", oracle, full, oracle / full,
                              "<= 1.05", oracle <= 1.05 * full))
@@ -450,9 +452,10 @@ def _tables(res):
                        [[r["epsilon"], r["k"], r["bag"], r["instance"], r["auto"]] for r in res["dp"]["rows"]]))
     if "priorboost" in res:
         tables.append(("bags: test MSE (ρ=1) by bagging", ["data", "k", "full labels", "oracle prior", "random",
-                                                             "label-sorted (non-private)", "feature k-means (n=2000)"],
+                                                             "label-sorted (non-private)", "feature k-means (n=2000)",
+                                                             "feature value (LLP-Bench)"],
                        [[r["data"], r["k"], r["full"], r["oracle_prior"], r["random"], r.get("label_sorted_nonprivate"),
-                         r.get("feature_kmeans_n2000")] for r in res["priorboost"]["rows"]]))
+                         r.get("feature_kmeans_n2000"), r.get("feature_value")] for r in res["priorboost"]["rows"]]))
         tables.append(("PriorBoost", ["data", "k", "T", "resample", "test MSE", "full", "ratio"],
                        [[r["data"], r["k"], r["T"], r["resample"], r["mse"], r["full"], r["ratio"]]
                         for r in res["priorboost"]["priorboost"]]))

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from teraml._benchutil import best_time
 from teraml._benchutil import check as _check
 from teraml._demo import DemoContext, DemoSection, SummaryRow
+from teraml.attention._dispatch import Variant, hyper_forward
 from teraml.attention._merge import exact_attention, merge_attention
 from teraml.attention.hyper import hyper_attention
 from teraml.datasets import make_attention_qkv
@@ -62,8 +63,8 @@ def metrics(out: torch.Tensor, ref: torch.Tensor, v: torch.Tensor, lse=None, ref
 
 def block_mass(q, k, v, *, random_blocks=False, seed=0, **kw) -> float:
     """Mean softmax mass inside each query's block: exp(lse_blocks - lse_exact)."""
-    _, lse_blk = hyper_attention(q, k, v, sample_size=0, return_lse=True, _random_blocks=random_blocks,
-                                 generator=_gen(seed), min_seq_len=1, **kw)
+    _, lse_blk = hyper_forward(q, k, v, sample_size=0, return_lse=True, generator=_gen(seed), min_seq_len=1,
+                               variant=Variant(blocks="random" if random_blocks else "lsh"), **kw)
     _, lse = _exact(q, k, v)
     return float(torch.exp(lse_blk - lse).mean())
 
@@ -117,7 +118,7 @@ def quality_suite(n=8192, seeds=(0, 1, 2), verbose=False) -> dict:
                 add(f"{name}_spec_m{m}", metrics(out, ref, v)["spec_err"])
         q, k, v = g2
         ref, _ = _exact(q, k, v)
-        out = hyper_attention(q, k, v, generator=_gen(seed), _random_blocks=True, min_seq_len=n0)
+        out = hyper_forward(q, k, v, generator=_gen(seed), min_seq_len=n0, variant=Variant(blocks="random"))
         add("Q4_rand_spec", metrics(out, ref, v)["spec_err"])
         q, k, v = g1
         ref_c, _ = _exact(q, k, v, causal=True)
@@ -330,9 +331,9 @@ def _register_baselines(n0: int):
             gen = gens.get(str(q.device))
             if gen is None:
                 gen = gens[str(q.device)] = torch.Generator(device=q.device).manual_seed(seed)
-            return hyper_attention(q, k, v, is_causal=True, scale=scale, enable_gqa=q.shape[1] != k.shape[1],
-                                   min_seq_len=n0, block_size=128, sample_size=128, generator=gen,
-                                   _random_blocks=True)
+            return hyper_forward(q, k, v, is_causal=True, scale=scale, enable_gqa=q.shape[1] != k.shape[1],
+                                 min_seq_len=n0, block_size=128, sample_size=128, generator=gen,
+                                 variant=Variant(blocks="random"))
 
         names[f"randperm_s{seed}"] = wrap(f"bench_randperm_{n0}_{seed}", randperm)
     return names

@@ -26,7 +26,9 @@ import math
 
 import torch
 
-__all__ = ["merge_attention", "exact_attention"]
+from teraml._validation import check_tensor
+
+__all__ = ["merge_attention", "exact_attention", "fused_forward"]
 
 _CHUNK = 1024  # query rows per chunk in the matmul fallback and the backward pass
 
@@ -50,8 +52,7 @@ def merge_attention(out1: torch.Tensor, lse1: torch.Tensor, out2: torch.Tensor, 
     ([[1.0, 1.0]], [0.0])
     """
     for name, t in (("out1", out1), ("lse1", lse1), ("out2", out2), ("lse2", lse2)):
-        if not isinstance(t, torch.Tensor):
-            raise TypeError(f"{name} must be a torch.Tensor; got {type(t).__module__}.{type(t).__qualname__}")
+        check_tensor(name, t, floating=False)
     if out1.shape != out2.shape:
         raise ValueError(f"out2.shape must equal out1.shape: expected {tuple(out1.shape)}, got {tuple(out2.shape)}")
     if lse1.shape != out1.shape[:-1] or lse2.shape != out1.shape[:-1]:
@@ -89,7 +90,7 @@ def _pad_last(x: torch.Tensor, size: int) -> torch.Tensor:
     return torch.nn.functional.pad(x, (0, size - x.shape[-1]))
 
 
-def _fused_forward(q, k, v, scale: float, causal: bool):
+def fused_forward(q, k, v, scale: float, causal: bool):
     """(o, lse) through torch's fused kernels, or None when no fused kernel applies."""
     if q.ndim != 4:
         return None
@@ -151,7 +152,7 @@ class _ExactAttention(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, q, k, v, scale, causal):
-        res = _fused_forward(q, k, v, scale, causal)
+        res = fused_forward(q, k, v, scale, causal)
         if res is None:
             res = _matmul_forward(q, k, v, scale, causal)
         o, lse = res

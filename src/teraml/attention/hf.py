@@ -25,12 +25,12 @@ from __future__ import annotations
 import dataclasses
 import logging
 import warnings
-from collections.abc import Sequence
 
 import torch
 
-from teraml._validation import check_int, type_name
-from teraml.attention.hyper import _validate_params, hyper_attention
+from teraml._validation import Interval, Satisfies, check_int, check_param
+from teraml.attention._checks import check_hyper_params
+from teraml.attention.hyper import hyper_attention
 
 __all__ = ["register_hyper_attention", "HyperAttentionRegistration"]
 
@@ -66,22 +66,16 @@ def _layer_selected(layers, layer_idx, n_layers) -> bool:
     return layer_idx in layers
 
 
+_INDEX = Interval("int", 0)
+_LAYERS = [None, _INDEX, Satisfies(lambda s: all(_INDEX.accepts(x) for x in s), "a sequence of layer indices (ints >= 0)",
+                                   types=(list, tuple, range, set, frozenset))]
+_NAME = [Satisfies(lambda s: bool(s) and s not in ("sdpa", "eager") and not s.startswith("flash"),
+                   "a new non-empty attn_implementation name", types=str)]
+
+
 def _check_layers(layers):
-    if layers is None:
-        return None
-    if isinstance(layers, bool):
-        raise ValueError(f"layers must be None, an int >= 0 or a sequence of layer indices; got {layers!r}")
-    if isinstance(layers, int):
-        return check_int("layers", layers, min_value=0)
-    if isinstance(layers, Sequence) and not isinstance(layers, (str, bytes)):
-        out = []
-        for x in layers:
-            if isinstance(x, bool) or not isinstance(x, int) or x < 0:
-                raise ValueError(
-                    f"layers must be None, an int >= 0 or a sequence of layer indices (ints >= 0); got {list(layers)!r}")
-            out.append(int(x))
-        return frozenset(out)
-    raise ValueError(f"layers must be None, an int >= 0 or a sequence of layer indices; got {type_name(layers)}")
+    layers = check_param("layers", layers, _LAYERS)
+    return layers if layers is None or isinstance(layers, int) else frozenset(int(x) for x in layers)
 
 
 def register_hyper_attention(name="teraml_hyper", *, layers=None, lsh_num_projs=7, block_size=256,
@@ -110,10 +104,9 @@ def register_hyper_attention(name="teraml_hyper", *, layers=None, lsh_num_projs=
     major = int(transformers.__version__.split(".")[0])
     if major < 5:
         raise ImportError("register_hyper_attention needs transformers>=5.0: pip install 'teraml[hf]'")
-    if not isinstance(name, str) or not name or name in ("sdpa", "eager") or name.startswith("flash"):
-        raise ValueError(f"name must be a new non-empty attn_implementation name; got {name!r}")
+    check_param("name", name, _NAME)
     layer_sel = _check_layers(layers)
-    _validate_params(lsh_num_projs, block_size, sample_size, min_seq_len, bucket_order)
+    check_hyper_params(lsh_num_projs, block_size, sample_size, min_seq_len, bucket_order)
     check_int("seed", seed, min_value=0)
     reg = HyperAttentionRegistration(name, layer_sel, lsh_num_projs, block_size, sample_size, min_seq_len,
                                      bucket_order, seed)

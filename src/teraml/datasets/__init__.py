@@ -11,7 +11,7 @@ Nothing here downloads: :func:`load` refuses names that would need the network w
 
 from __future__ import annotations
 
-from teraml._validation import type_name
+from teraml._validation import check_instance
 from teraml.datasets._sklearn import load_breast_cancer, load_diabetes, load_digits, load_wine
 from teraml.datasets._synthetic import (
     make_aggregate_classification,
@@ -79,8 +79,7 @@ def load(name: str, **kwargs):
     >>> X.shape
     (100, 2)
     """
-    if not isinstance(name, str):
-        raise TypeError(f"name must be a str (one of {', '.join(available())}); got {type_name(name)}")
+    check_instance("name", name, str, f"a str (one of {', '.join(available())})")
     key = name.strip().lower().replace("-", "_").replace(" ", "_")
     for prefix in ("load_", "make_", "fetch_"):
         if key.startswith(prefix):

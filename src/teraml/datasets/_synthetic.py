@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from teraml._validation import check_array, check_float, check_int, check_random_state
+from teraml._validation import check_array, check_choice, check_float, check_int, check_random_state
 
 __all__ = [
     "make_gaussian_mixture",
@@ -182,8 +182,7 @@ def make_attention_qkv(
     >>> q.shape, q.dtype
     ((1, 1, 256, 16), dtype('float32'))
     """
-    if not isinstance(kind, str) or kind not in _QKV_KINDS:
-        raise ValueError(f"kind must be one of {', '.join(repr(k) for k in _QKV_KINDS)}; got {kind!r}")
+    check_choice("kind", kind, _QKV_KINDS)
     n = check_int("n", n, min_value=1)
     d = check_int("d", d, min_value=2)
     heads = check_int("heads", heads, min_value=1)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from teraml._validation import check_choice, type_name
+from teraml._validation import InstanceOf, Satisfies, check_choice, check_param
 
 __all__ = ["stdlib_text", "stdlib_files", "unigram_entropy", "SEPARATOR"]
 
@@ -70,8 +70,6 @@ def stdlib_text(split: str = "train") -> bytes:
     >>> isinstance(text, bytes) and len(text) > 100_000
     True
     """
-    if not isinstance(split, str):
-        raise TypeError(f"split must be one of 'train', 'validation'; got {type_name(split)}")
     check_choice("split", split, _SPLITS)
     return _stdlib_text_cached(split)
 
@@ -87,12 +85,10 @@ def unigram_entropy(data: bytes | np.ndarray) -> float:
     >>> unigram_entropy(b"abab")
     1.0
     """
-    if isinstance(data, (bytes, bytearray, memoryview)):
-        arr = np.frombuffer(bytes(data), dtype=np.uint8)
-    elif isinstance(data, np.ndarray) and data.dtype == np.uint8:
-        arr = data.ravel()
-    else:
-        raise TypeError(f"data must be bytes or a uint8 numpy array; got {type_name(data)}")
+    check_param("data", data, [InstanceOf((bytes, bytearray, memoryview)),
+                               Satisfies(lambda a: a.dtype == np.uint8, "a uint8 numpy array", types=np.ndarray),
+                               "bytes or a uint8 numpy array"])
+    arr = data.ravel() if isinstance(data, np.ndarray) else np.frombuffer(bytes(data), dtype=np.uint8)
     if arr.size == 0:
         raise ValueError("data must be non-empty; got 0 bytes")
     counts = np.bincount(arr, minlength=256).astype(np.float64)

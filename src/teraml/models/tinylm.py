@@ -48,7 +48,15 @@ from typing import Any
 
 import numpy as np
 
-from teraml._validation import check_bool, check_choice, check_int, type_name
+from teraml._validation import (
+    Satisfies,
+    check_bool,
+    check_choice,
+    check_instance,
+    check_int,
+    check_param,
+    check_path,
+)
 from teraml.datasets import stdlib_text, stdlib_text_sha256, unigram_entropy
 
 __all__ = [
@@ -59,7 +67,6 @@ __all__ = [
     "make_config",
     "make_model",
     "train_tinylm",
-    "load_tinylm",
     "evaluate",
     "evaluate_nll",
     "unigram_bits_per_byte",
@@ -128,8 +135,7 @@ def _merged(base: dict, overrides: dict | None, what: str) -> dict:
     out = copy.deepcopy(base)
     if overrides is None:
         return out
-    if not isinstance(overrides, dict):
-        raise TypeError(f"{what} must be a dict or None; got {type_name(overrides)}")
+    check_instance(what, overrides, dict, "a dict or None")
     unknown = sorted(set(overrides) - set(base))
     if unknown:
         raise ValueError(f"{what} has unknown keys {unknown}; expected a subset of {sorted(base)}")
@@ -137,15 +143,15 @@ def _merged(base: dict, overrides: dict | None, what: str) -> dict:
     return out
 
 
+_PHASES = [Satisfies(lambda p: len(p) > 0, "a non-empty list of dicts", types=list)]
+_PHASE = [Satisfies(lambda p: set(p) == {"steps", "batch_size", "context"},
+                    "a dict with keys 'steps', 'batch_size', 'context'", types=dict)]
+
+
 def _check_recipe(recipe: dict) -> None:
-    phases = recipe["phases"]
-    if not isinstance(phases, list) or not phases:
-        raise ValueError(f"recipe['phases'] must be a non-empty list of dicts; got {phases!r}")
+    phases = check_param("recipe['phases']", recipe["phases"], _PHASES)
     for i, ph in enumerate(phases):
-        if not isinstance(ph, dict) or set(ph) != {"steps", "batch_size", "context"}:
-            raise ValueError(
-                f"recipe['phases'][{i}] must be a dict with keys 'steps', 'batch_size', 'context'; got {ph!r}"
-            )
+        check_param(f"recipe['phases'][{i}]", ph, _PHASE)
         check_int(f"recipe['phases'][{i}]['steps']", ph["steps"], min_value=0)
         check_int(f"recipe['phases'][{i}]['batch_size']", ph["batch_size"], min_value=1)
         check_int(f"recipe['phases'][{i}]['context']", ph["context"], min_value=2)
@@ -366,8 +372,7 @@ def train_tinylm(
     cfg = _merged(CONFIG, config, "config")
     rec = _merged(RECIPE, recipe, "recipe")
     _check_recipe(rec)
-    if cache is not None and not isinstance(cache, (str, os.PathLike)):
-        raise TypeError(f"cache must be a path (str or os.PathLike) or None; got {type_name(cache)}")
+    check_path("cache", cache, allow_none=True)
     root = Path(cache) if cache is not None else cache_dir()
     data_sha = stdlib_text_sha256("train")
     key = _cache_key(cfg, rec, data_sha)
@@ -430,16 +435,6 @@ def train_tinylm(
     return TinyLMCheckpoint(model, manifest, path, False)
 
 
-def load_tinylm(*, retrain: bool = False, verbose: bool = True, cache: str | os.PathLike | None = None):
-    """The trained tiny LM (``transformers.LlamaForCausalLM``), training it first if not cached.
-
-    >>> model = load_tinylm(verbose=False)                              # doctest: +SKIP
-    >>> model.config.vocab_size                                         # doctest: +SKIP
-    256
-    """
-    return train_tinylm(retrain=retrain, verbose=verbose, cache=cache).model
-
-
 def unigram_bits_per_byte(split: str = "validation") -> float:
     """Entropy (bits/byte) of the byte frequencies of ``stdlib_text(split)``: the no-context baseline.
 
@@ -479,20 +474,17 @@ def evaluate_nll(
     (2, 1024)
     """
     torch, transformers = _require_torch()
-    if not isinstance(model, torch.nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module (a transformers causal LM); got {type_name(model)}")
+    check_instance("model", model, torch.nn.Module, "a torch.nn.Module (a transformers causal LM)")
     context = check_int("context", context, min_value=1)
     n_windows = check_int("n_windows", n_windows, min_value=1)
-    if not isinstance(split, str):
-        raise TypeError(f"split must be one of 'train', 'validation'; got {type_name(split)}")
     check_choice("split", split, ("train", "validation"))
     max_pos = getattr(getattr(model, "config", None), "max_position_embeddings", None)
     if max_pos is not None and context > max_pos:
         raise ValueError(f"context must be <= the model's max_position_embeddings ({max_pos}); got {context}")
     if data is None:
         data = stdlib_text(split)
-    elif not isinstance(data, (bytes, bytearray)):
-        raise TypeError(f"data must be bytes or None; got {type_name(data)}")
+    else:
+        check_instance("data", data, (bytes, bytearray), "bytes or None")
     data = np.frombuffer(bytes(data), dtype=np.uint8)
     offsets = _eval_offsets(len(data), context, n_windows)
     device = next(model.parameters()).device
@@ -517,7 +509,7 @@ def evaluate(model, *, context: int = 4096, n_windows: int = 8, split: str = "va
              verbose: bool = False) -> float:
     """Validation bits/byte of ``model`` over all positions of :func:`evaluate_nll`'s windows.
 
-    >>> bpb = evaluate(load_tinylm(verbose=False))                      # doctest: +SKIP
+    >>> bpb = evaluate(train_tinylm(verbose=False).model)               # doctest: +SKIP
     >>> bpb < unigram_bits_per_byte() - 1.5                             # doctest: +SKIP
     True
     """

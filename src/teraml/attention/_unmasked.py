@@ -1,0 +1,295 @@
+"""Unmasked HyperAttention (no causal mask): sort-LSH blocks plus uniformly sampled keys, in one softmax.
+
+For each (batch, key head), queries and keys are sorted by an angular LSH; query block t attends exactly to
+key block t, and every query also attends to ``sample_size`` keys drawn uniformly (with replacement) from the
+whole sequence, reweighted by ``n_k / m`` and masked where the sampled key already lies in the query's own
+block, so each off-block key is counted once in expectation. Padded keys get weight 0.
+
+Two implementations compute the same thing (chosen by ``Variant.unmasked``):
+
+* ``_unmasked_fused``: inference through torch's fused attention kernels; the per-key log-weights enter as
+  extra head dimensions, so no score matrix is materialised;
+* the chunked matmul kernels ``_chunk_fast`` (in-place softmax, no autograd) and ``_chunk_grad`` (autograd).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from teraml.attention._config import HyperConfig
+from teraml.attention._gather import flat_index, gather_rows, scatter_rows
+from teraml.attention._merge import fused_forward
+from teraml.attention.lsh import sort_lsh
+
+__all__ = ["unmasked_attention"]
+
+# scores (fp32 elements) materialised at once in the unmasked kernel; larger problems are chunked.
+# On CPU a chunk that stays in cache is faster; on GPU larger chunks mean fewer kernel launches.
+_SCORE_BUDGET = 1 << 26
+_SCORE_BUDGET_CPU = 1 << 22
+_FUSED_BUDGET = 1 << 27  # elements of the gathered q', k', v' of one chunk on GPU
+_NEG = -30000.0  # "minus infinity" for masked keys inside a fused kernel (exp underflows to exactly 0)
+_SOURCE_BUDGET = 1 << 28  # elements of the padded k', v', q' copies one fused call may hold at once
+
+
+def _acc(x: torch.Tensor) -> torch.Tensor:
+    """Scores and normalisers in fp32 at least (fp64 stays fp64)."""
+    return x if x.dtype == torch.float64 else x.float()
+
+
+def _chunk_fast(qc, kc, vc, k_smp, v_smp, pad_last, log_w, own):
+    """Blocks + samples for a chunk of blocks without autograd: in-place softmax, no concatenation."""
+    s_blk = _acc(qc @ kc.transpose(-1, -2))                           # (.., c, bq, b); q already scaled
+    if pad_last:
+        s_blk[..., -1, :, s_blk.shape[-1] - pad_last:] = -math.inf
+    mx = s_blk.amax(-1, keepdim=True)
+    if k_smp is not None:
+        s_smp = _acc(qc @ k_smp.transpose(-1, -2)).add_(log_w)        # (.., c, bq, m)
+        if own is not None:
+            s_smp.masked_fill_(own, -math.inf)
+        mx = torch.maximum(mx, s_smp.amax(-1, keepdim=True))
+    den = s_blk.sub_(mx).exp_().sum(-1, keepdim=True)
+    o = s_blk.to(vc.dtype) @ vc
+    if k_smp is not None:
+        den += s_smp.sub_(mx).exp_().sum(-1, keepdim=True)
+        o = o + s_smp.to(vc.dtype) @ v_smp
+    o = (o / den.to(o.dtype)) if o.dtype == den.dtype else (o.float() / den).to(vc.dtype)
+    return o, (mx + torch.log(den)).squeeze(-1)
+
+
+def _chunk_grad(qc, kc, vc, k_smp, v_smp, pad_last, log_w, own):
+    """The same computation with out-of-place ops, so autograd sees every step."""
+    s_blk = _acc(qc @ kc.transpose(-1, -2))
+    if pad_last:
+        keep = torch.ones(s_blk.shape[-3:], dtype=torch.bool, device=s_blk.device)
+        keep[-1, :, s_blk.shape[-1] - pad_last:] = False
+        s_blk = s_blk.masked_fill(~keep, -math.inf)
+    if k_smp is not None:
+        s_smp = _acc(qc @ k_smp.transpose(-1, -2)) + log_w
+        if own is not None:
+            s_smp = s_smp.masked_fill(own, -math.inf)
+        s = torch.cat([s_blk, s_smp], dim=-1)
+    else:
+        s = s_blk
+    lse = torch.logsumexp(s, dim=-1)                                   # never -inf: each block has a real key
+    p = torch.exp(s - lse.unsqueeze(-1)).to(vc.dtype)
+    b = kc.shape[-2]
+    o = p[..., :b] @ vc
+    if k_smp is not None:
+        o = o + p[..., b:] @ v_smp
+    return o, lse
+
+
+def _unmasked_fused_split(q, k, v, perm_q, perm_k, scale, b, m, sample_idx, mask_samples, budget):
+    """:func:`_unmasked_fused` over groups of key heads, so that its padded copies stay within budget."""
+    *L, Hk, g, n_q, d = q.shape
+    n_k = k.shape[-2]
+    n_lead = 1
+    for s_ in L:
+        n_lead *= s_
+    total = n_lead * Hk * (2 * n_k + g * n_q) * (d + 8)
+    parts = min(Hk, -(-total // budget))
+    if parts <= 1:
+        return _unmasked_fused(q, k, v, perm_q, perm_k, scale, b, m, sample_idx, mask_samples)
+    step = -(-Hk // parts)
+    out = q.new_empty(*L, Hk, g, n_q, v.shape[-1])
+    lse = torch.empty(*L, Hk, g, n_q, dtype=torch.float32, device=q.device)
+    for h0 in range(0, Hk, step):
+        hs = slice(h0, min(Hk, h0 + step))
+        res = _unmasked_fused(q[..., hs, :, :, :], k[..., hs, :, :, :], v[..., hs, :, :, :], perm_q[..., hs, :, :],
+                              perm_k[..., hs, :, :], scale, b, m,
+                              None if sample_idx is None else sample_idx[..., hs, :, :], mask_samples)
+        if res is None:
+            return None
+        out[..., hs, :, :, :] = res[0]
+        lse[..., hs, :, :] = res[1]
+    return out, lse
+
+
+def _unmasked_fused(q, k, v, perm_q, perm_k, scale, b, m, sample_idx, mask_samples):
+    """Inference path of the unmasked kernel through torch's fused attention (no score matrix in memory).
+
+    Each block's key set is its b sorted keys followed by the m samples. Per-key log-weights (0 for
+    block keys, ln(n_k/m) for samples, "-inf" for pad keys and for samples inside the query's own
+    block) enter as extra head dimensions: q' = [q, 1, ...], k' = [k, w, ...], so q'.k' = q.k + w
+    (16-bit dtypes split w into w_hi + w_lo to keep it accurate). Rows are gathered chunk by chunk
+    straight from the inputs and outputs are scattered straight into the result, so memory stays
+    at inputs + output + one chunk. Returns None when no fused kernel applies.
+    """
+    *L, Hk, g, n_q, d = q.shape
+    n_k, dv = k.shape[-2], v.shape[-1]
+    dev, dt = q.device, q.dtype
+    n_lead = 1
+    for s_ in L:
+        n_lead *= s_
+    nb = -(-n_k // b)
+    bq = -(-n_q // nb)
+    pad_k, pad_q = nb * b - n_k, nb * bq - n_q
+    extra = 1 if dt == torch.float32 else 2
+    width = -(-max(d + extra, dv) // 8) * 8
+    # padded key/value sources, built once per call: k' = [k, 0...], v' = [v, 0...]
+    kf = k.new_empty(n_lead * Hk * n_k, width)
+    kf[:, d:] = 0
+    kf.view(*L, Hk, 1, n_k, width)[..., :d].copy_(k)          # straight from (possibly strided) views
+    vf = v.new_empty(n_lead * Hk * n_k, width)
+    vf[:, dv:] = 0
+    vf.view(*L, Hk, 1, n_k, width)[..., :dv].copy_(v)
+    # queries sorted once per call into q' = [q, 1 (x extra), 0...], padded to whole blocks
+    qs = q.new_empty(*L, Hk, g, nb * bq, width)
+    qs[..., :n_q, :d] = torch.gather(q, -2, perm_q.unsqueeze(-1).expand(*perm_q.shape, d))
+    if pad_q:
+        qs[..., n_q:, :d] = 0
+    qs[..., d:d + extra] = 1
+    if d + extra < width:
+        qs[..., d + extra:] = 0
+    qs = qs.view(*L, Hk, g, nb, bq, width)
+    if pad_q:
+        perm_q = F.pad(perm_q, (0, pad_q))      # pad rows read row 0; their outputs are dropped
+    if pad_k:
+        perm_k = F.pad(perm_k, (0, pad_k))      # pad keys read row 0 and get weight 0 below
+    fq = flat_index(tuple(perm_q.shape[:-1]), list(perm_q.shape[:-1]), n_q, perm_q)
+    fq = fq.view(*L, Hk, g, nb, bq)
+    fk = flat_index(tuple(perm_k.shape[:-1]), list(perm_k.shape[:-1]), n_k, perm_k).view(*L, Hk, 1, nb, b)
+
+    def weight_cols(w):  # a log-weight w as the extra key column(s): the kernel multiplies them by scale
+        w = w / scale
+        if extra == 1:
+            return (w,)
+        hi = float(torch.tensor(w, dtype=dt).float())
+        return hi, w - hi
+
+    neg = -min(-_NEG / scale, 60000.0)  # a masked key's column: exp(scale * neg) == 0, finite in fp16
+    if m > 0:
+        orig = torch.gather(perm_k[..., :n_k].expand(*L, Hk, g, n_k), -1, sample_idx)
+        fs = flat_index((*L, Hk, 1), [*L, Hk, g], n_k, orig)
+        # the samples of each (batch, query head), gathered once and broadcast to every block
+        smp_k = kf.index_select(0, fs).view(*L, Hk, g, 1, m, width)
+        smp_v = vf.index_select(0, fs).view(*L, Hk, g, 1, m, width)
+        log_w = math.log(n_k / m)
+        for j, w in enumerate(weight_cols(log_w)):
+            smp_k[..., d + j] = w
+        smp_block = torch.div(sample_idx, b, rounding_mode="floor")             # (*L,Hk,g,m)
+    out = torch.empty(n_lead * Hk * g * n_q, dv, dtype=dt, device=dev)
+    lse_out = torch.empty(n_lead * Hk * g * n_q, dtype=torch.float32, device=dev)
+    n_keys = b + m
+    per_block = n_lead * Hk * g * (bq + 2 * n_keys) * width
+    budget = _SCORE_BUDGET_CPU if dev.type == "cpu" else _FUSED_BUDGET
+    step = max(1, min(nb, budget // max(1, per_block)))
+    for t0 in range(0, nb, step):
+        t1 = min(nb, t0 + step)
+        c = t1 - t0
+        rows = n_lead * Hk * g * c
+        qi = fq[..., t0:t1, :]                                                    # (*L,Hk,g,c,bq)
+        q2 = qs[..., t0:t1, :, :].reshape(rows, 1, bq, width)   # a view when one chunk covers all blocks
+        k2 = q.new_empty(*L, Hk, g, c, n_keys, width)
+        v2 = q.new_empty(*L, Hk, g, c, n_keys, width)
+        blk = fk[..., t0:t1, :].reshape(-1)
+        k2[..., :b, :] = kf.index_select(0, blk).view(*L, Hk, 1, c, b, width)    # shared by the group
+        v2[..., :b, :] = vf.index_select(0, blk).view(*L, Hk, 1, c, b, width)
+        if m > 0:
+            k2[..., b:, :] = smp_k
+            v2[..., b:, :] = smp_v
+            if mask_samples:
+                own = smp_block.unsqueeze(-2) == torch.arange(t0, t1, device=dev).view(-1, 1)   # (*L,Hk,g,c,m)
+                for j, w in enumerate(weight_cols(log_w)):
+                    k2[..., b:, d + j] = torch.where(own, neg if j == 0 else 0.0, w)
+        if pad_k and t1 == nb:
+            k2[..., -1, b - pad_k:b, d] = neg
+        k2 = k2.view(rows, 1, n_keys, width)
+        v2 = v2.view(rows, 1, n_keys, width)
+        res = fused_forward(q2, k2, v2, scale, False)   # the kernel scales q.k and the weight columns alike
+        if res is None:
+            return None
+        o, lse = res
+        o = o[..., :dv].reshape(n_lead * Hk * g, c * bq, dv)
+        lse = lse.reshape(n_lead * Hk * g, c * bq)
+        qi = qi.reshape(n_lead * Hk * g, c * bq)
+        valid = min(c * bq, n_q - t0 * bq)
+        if valid < c * bq:
+            o, lse, qi = o[:, :valid], lse[:, :valid], qi[:, :valid]
+        idx = qi.reshape(-1)
+        out.index_copy_(0, idx, o.reshape(-1, dv).to(dt))
+        lse_out.index_copy_(0, idx, lse.reshape(-1).float())
+    return out.view(*L, Hk, g, n_q, dv), lse_out.view(*L, Hk, g, n_q)
+
+
+def unmasked_attention(q, k, v, cfg: HyperConfig, sample_idx=None):
+    """Unmasked HyperAttention on the grouped layout; returns (o (*L,Hk,g,nq,dv), lse fp32 (*L,Hk,g,nq)).
+
+    q is (*L, Hk, g, nq, d) and k, v are (*L, Hk, 1, nk, e) for any leading batch dims L (views are
+    fine). ``sample_idx`` (*L,Hk,g,m) fixes the samples (positions in sorted key order). ``cfg.variant``
+    chooses the blocks (LSH or random permutations), the in-block sample mask and the kernel.
+    """
+    proj, scale, generator, variant = cfg.proj, cfg.scale, cfg.generator, cfg.variant
+    sample_size, mask_samples = cfg.sample_size, variant.mask_block_samples
+    *L, Hk, g, n_q, d = q.shape
+    n_k, dv = k.shape[-2], v.shape[-1]
+    n_lead = 1
+    for s_ in L:
+        n_lead *= s_
+    if variant.blocks == "random":
+        perm_q = torch.argsort(torch.rand(q.shape[:-1], generator=generator, device=q.device), dim=-1)
+        perm_k = torch.argsort(torch.rand(k.shape[:-1], generator=generator, device=q.device), dim=-1)
+    else:
+        perm_q = sort_lsh(q, proj, cfg.bucket_order)      # (B,Hk,g,nq)
+        perm_k = sort_lsh(k, proj, cfg.bucket_order)      # (B,Hk,1,nk): keys sorted once per key head
+    b = min(cfg.block_size, n_k)
+    nb = -(-n_k // b)
+    bq = -(-n_q // nb)
+    grad = torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad)
+    if not grad and variant.unmasked == "fused" and q.dtype != torch.float64:
+        if sample_size > 0 and sample_idx is None:
+            sample_idx = torch.randint(0, n_k, (*L, Hk, g, sample_size), generator=generator, device=q.device)
+        res = _unmasked_fused_split(q, k, v, perm_q, perm_k, scale, b, sample_size, sample_idx, mask_samples,
+                                    variant.source_budget)
+        if res is not None:
+            return res
+    qs = gather_rows(q * scale, perm_q)               # the scale folded into q: n*d multiplies, not n*(b+m)
+    ks = gather_rows(k, perm_k)
+    vs = gather_rows(v, perm_k)
+    pad_k, pad_q = nb * b - n_k, nb * bq - n_q
+    if pad_k:
+        ks = F.pad(ks, (0, 0, 0, pad_k))
+        vs = F.pad(vs, (0, 0, 0, pad_k))
+    if pad_q:
+        qs = F.pad(qs, (0, 0, 0, pad_q))
+    qb = qs.view(*L, Hk, g, nb, bq, d)
+    kb = ks.view(*L, Hk, 1, nb, b, d)
+    vb = vs.view(*L, Hk, 1, nb, b, dv)
+
+    m = sample_size
+    k_smp = v_smp = None
+    log_w = 0.0
+    if m > 0:
+        if sample_idx is None:
+            sample_idx = torch.randint(0, n_k, (*L, Hk, g, m), generator=generator, device=q.device)
+        k_smp = gather_rows(ks, sample_idx).unsqueeze(-3)          # (*L,Hk,g,1,m,d)
+        v_smp = gather_rows(vs, sample_idx).unsqueeze(-3)          # (*L,Hk,g,1,m,dv)
+        log_w = math.log(n_k / m)
+        smp_block = torch.div(sample_idx, b, rounding_mode="floor")  # (*L,Hk,g,m)
+
+    # chunk the block axis so that at most _SCORE_BUDGET scores exist at once
+    per_block = n_lead * Hk * g * bq * (b + m)
+    budget = _SCORE_BUDGET_CPU if q.device.type == "cpu" else _SCORE_BUDGET
+    step = max(1, min(nb, budget // max(1, per_block)))
+    chunk = _chunk_grad if grad else _chunk_fast
+    outs, lses = [], []
+    for t0 in range(0, nb, step):
+        t1 = min(nb, t0 + step)
+        own = None
+        if m > 0 and mask_samples:  # (*L,Hk,g,c,1,m): broadcast over the rows of each block
+            own = (smp_block.unsqueeze(-2) == torch.arange(t0, t1, device=q.device).view(-1, 1)).unsqueeze(-2)
+        o, lse = chunk(qb[..., t0:t1, :, :], kb[..., t0:t1, :, :], vb[..., t0:t1, :, :], k_smp, v_smp,
+                       pad_k if t1 == nb else 0, log_w, own)
+        outs.append(o)
+        lses.append(lse)
+    o = (torch.cat(outs, dim=-3) if len(outs) > 1 else outs[0]).reshape(*L, Hk, g, nb * bq, dv)
+    lse = (torch.cat(lses, dim=-2) if len(lses) > 1 else lses[0]).reshape(*L, Hk, g, nb * bq)
+    if pad_q:
+        o, lse = o[..., :n_q, :], lse[..., :n_q]
+    o = scatter_rows(o.contiguous(), perm_q)
+    lse = scatter_rows(lse.unsqueeze(-1).contiguous(), perm_q).squeeze(-1)
+    return o, lse
