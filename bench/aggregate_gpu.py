@@ -16,9 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -28,6 +26,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
+from teraml._benchutil import measure  # noqa: E402
 from teraml.aggregate import make_bags  # noqa: E402
 from teraml.aggregate.nn import BagBatchSampler, interpolated_bag_loss  # noqa: E402
 
@@ -84,16 +83,8 @@ def main() -> int:
             fn(Xd @ w).backward()
         return run
 
-    def timeit(fn, reps=10):
-        fn()
-        sync()
-        ts = []
-        for _ in range(reps):
-            t0 = time.perf_counter()
-            fn()
-            sync()
-            ts.append(time.perf_counter() - t0)
-        return statistics.median(ts)
+    def timeit(fn, reps=10):  # the shared timer: warm-up, then the median of reps synchronised calls
+        return measure(fn, repeats=reps, max_repeats=reps, sync=sync, statistic="median").seconds[0]
 
     t_mse = timeit(step(lambda p: F.mse_loss(p, td)))
     for rho in (0.0, 0.5, 1.0):

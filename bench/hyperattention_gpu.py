@@ -19,7 +19,6 @@ import argparse
 import json
 import os
 import shutil
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -30,6 +29,7 @@ sys.path.insert(0, str(ROOT / "src"))
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
+from teraml._benchutil import measure  # noqa: E402
 from teraml.attention import _bench as B  # noqa: E402
 from teraml.attention import exact_attention, hyper_attention  # noqa: E402
 from teraml.attention._dispatch import Variant, hyper_forward  # noqa: E402
@@ -77,16 +77,8 @@ def main() -> int:
         if dev == "cuda":
             torch.cuda.synchronize()
 
-    def timeit(fn, reps=5):
-        fn()
-        sync()
-        times = []
-        for _ in range(reps):
-            t0 = time.perf_counter()
-            fn()
-            sync()
-            times.append(time.perf_counter() - t0)
-        return statistics.median(times)
+    def timeit(fn, reps=5):  # the shared timer: warm-up, then the median of reps synchronised calls
+        return measure(fn, repeats=reps, max_repeats=reps, sync=sync, statistic="median").seconds[0]
 
     def sdpa(q, k, v, causal):
         if dev == "cuda":

@@ -1,16 +1,24 @@
-"""The demo registry: the one place where components register their ``teraml demo`` section.
+"""The demo and benchmark registry: the one place where components register their demo and benchmark.
 
 A demo is a function ``run(ctx: DemoContext) -> DemoSection``. It runs a quick version of its
 component's benchmark on offline data (about a minute) and returns summary rows, tables, figures
 and notes; the report layer (``teraml.report``) renders them. Algorithm packages only import this
 small module, never ``teraml.report``.
 
-To register a component, add one line to :data:`REGISTRY`: ``("name", "module:function")``.
+A benchmark is a module ``teraml.<package>._bench`` with ``run(*, quick, verbose, **options) ->
+DemoSection`` whose ``results`` hold its acceptance ``checks``, and optionally
+``add_arguments(parser)`` for options of its own; ``teraml bench NAME`` imports it, so it runs from
+an installed wheel as well as from a checkout.
+
+To register a component, add one line to :data:`REGISTRY` (``("name", "module:function")``) and, for
+a benchmark, one entry to :data:`BENCHMARKS` (``"name": "module"``).
 
 Example
 -------
 >>> [name for name, _ in REGISTRY][:2]
 ['datasets', 'tinylm']
+>>> sorted(BENCHMARKS)
+['aggregate', 'hac', 'hyperattention', 'tinylm']
 """
 
 from __future__ import annotations
@@ -19,7 +27,7 @@ import dataclasses
 import importlib
 from typing import Any
 
-__all__ = ["REGISTRY", "DemoContext", "DemoSection", "SummaryRow", "resolve"]
+__all__ = ["REGISTRY", "BENCHMARKS", "DemoContext", "DemoSection", "SummaryRow", "resolve"]
 
 #: Registered demos, in the order they run: (name, "module:function").
 REGISTRY: list[tuple[str, str]] = [
@@ -29,6 +37,14 @@ REGISTRY: list[tuple[str, str]] = [
     ("aggregate", "teraml.aggregate._bench:demo"),
     ("hac", "teraml.hac._bench:demo"),
 ]
+
+#: Registered benchmarks: ``teraml bench NAME`` runs ``run()`` of the module (results/NAME.json + report).
+BENCHMARKS: dict[str, str] = {
+    "hyperattention": "teraml.attention._bench",
+    "aggregate": "teraml.aggregate._bench",
+    "hac": "teraml.hac._bench",
+    "tinylm": "teraml.models._bench",
+}
 
 
 @dataclasses.dataclass

@@ -2,22 +2,21 @@
 
     teraml --version
     teraml demo [--quiet] [--out DIR] [--only NAME ...] [--retrain]
-    teraml bench NAME [--quick] [--quiet] [--out DIR]
+    teraml bench NAME [--quick] [--quiet] [--out DIR] [benchmark options, e.g. --long]
     teraml datasets
     teraml tinylm [--retrain] [--quiet]
     teraml hac EDGES (--threshold T | --n-clusters K) --out DIR [--epsilon 0.1] [--points] ...
 
 ``teraml demo`` runs every registered component's demo on offline data, prints a summary table and
-writes an HTML report (``teraml-report/index.html``). ``teraml bench NAME`` runs ``bench/NAME.py``,
-which writes ``results/NAME.json`` and its plots.
+writes an HTML report (``teraml-report/index.html``). ``teraml bench NAME`` runs the registered benchmark
+``teraml.<package>._bench`` (from a checkout or an installed wheel), which writes ``results/NAME.json`` and
+its report with plots in ``results/NAME/``.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
-import os
-import runpy
 import sys
 import time
 import traceback
@@ -30,25 +29,11 @@ __all__ = ["main", "build_parser"]
 logger = logging.getLogger("teraml")
 
 
-def _bench_dirs() -> list[Path]:
-    dirs = [Path.cwd() / "bench", Path(__file__).resolve().parents[2] / "bench"]
-    env = os.environ.get("TERAML_BENCH_DIR")
-    if env:
-        dirs.insert(0, Path(env))
-    seen, out = set(), []
-    for d in dirs:
-        if d.is_dir() and d.resolve() not in seen:
-            seen.add(d.resolve())
-            out.append(d)
-    return out
-
-
 def available_benchmarks() -> list[str]:
-    """Names of the benchmark scripts found in ``bench/`` (cwd first, then the source checkout)."""
-    names = set()
-    for d in _bench_dirs():
-        names.update(p.stem for p in d.glob("*.py") if not p.stem.startswith("_"))
-    return sorted(names)
+    """Names of the registered benchmarks (``teraml.<package>._bench`` modules)."""
+    from teraml._demo import BENCHMARKS
+
+    return sorted(BENCHMARKS)
 
 
 def _format_table(headers: list[str], rows: list[list[str]]) -> str:
@@ -117,31 +102,16 @@ def cmd_demo(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    names = available_benchmarks()
-    if args.name not in names:
-        where = ", ".join(str(d) for d in _bench_dirs()) or "no bench/ folder found"
-        print(f"teraml bench: unknown benchmark {args.name!r}; available: {', '.join(names) or 'none'} "
-              f"(searched {where})", file=sys.stderr)
+    from teraml.report import bench_main
+
+    if args.name not in available_benchmarks():
+        print(f"teraml bench: unknown benchmark {args.name!r}; available: {', '.join(available_benchmarks())}",
+              file=sys.stderr)
         return 2
-    for d in _bench_dirs():
-        script = d / f"{args.name}.py"
-        if script.is_file():
-            break
-    argv = [str(script)]
-    if args.quick:
-        argv.append("--quick")
-    if args.quiet:
-        argv.append("--quiet")
-    argv += ["--out", args.out]
-    old = sys.argv
-    sys.argv = argv
     try:
-        runpy.run_path(str(script), run_name="__main__")
-    except SystemExit as exc:
-        return int(exc.code or 0) if not isinstance(exc.code, str) else 1
-    finally:
-        sys.argv = old
-    return 0
+        return bench_main(args.name, args.options)
+    except SystemExit as exc:  # the benchmark's own parser rejected an option (it printed why)
+        return 2 if exc.code else 0
 
 
 def cmd_datasets(args) -> int:
@@ -257,11 +227,12 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--retrain", action="store_true", help="retrain the tiny LM even if cached")
     d.set_defaults(func=cmd_demo)
 
-    b = sub.add_parser("bench", help="run bench/NAME.py (writes results/NAME.json and plots)")
-    b.add_argument("name", help="benchmark name, e.g. tinylm")
-    b.add_argument("--quick", action="store_true", help="a short run")
-    b.add_argument("--quiet", action="store_true", help="no progress bars")
-    b.add_argument("--out", default="results", help="results folder (default: results)")
+    b = sub.add_parser("bench", help="run a benchmark (writes results/NAME.json and a report with plots)",
+                       description="Run a benchmark: " + ", ".join(available_benchmarks()) + ". Options after NAME "
+                       "(--quick, --quiet, --out DIR and the benchmark's own) go to the benchmark; "
+                       "`teraml bench NAME --help` lists them.")
+    b.add_argument("name", help="benchmark name: " + ", ".join(available_benchmarks()))
+    b.add_argument("options", nargs=argparse.REMAINDER, help="--quick, --quiet, --out DIR, ...")
     b.set_defaults(func=cmd_bench)
 
     s = sub.add_parser("datasets", help="list the offline datasets")

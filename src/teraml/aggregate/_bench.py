@@ -1,7 +1,7 @@
-"""The aggregate-learning benchmark (spec §6(b)): quality Q1-Q12, speed S1-S4, baselines side by side.
+"""The aggregate-learning benchmark: quality Q1-Q12, speed S1-S4, the rebuilt LLP baselines side by side.
 
 Every method of a cell gets the same release ``(X, release.y, release.bags)``; test labels are true
-labels. Used by ``bench/aggregate.py`` and (``quick``) by the ``teraml demo`` section.
+labels. Run by ``teraml bench aggregate [--quick]`` and (``quick``) by the ``teraml demo`` section.
 """
 
 from __future__ import annotations
@@ -438,7 +438,7 @@ def _tables(res):
     checks = [c for part in ("p1", "dp", "priorboost", "logistic", "speed") if part in res for c in res[part]["checks"]]
     rows = [[c["id"], c["criterion"], c["ours"], c["baseline"], c["ratio"], c["threshold"],
              "PASS" if c["pass"] else ("reported" if c["pass"] is None else "FAIL")] for c in checks]
-    tables.append(("acceptance checks (spec §6(b))", ["id", "criterion", "ours", "baseline", "ratio", "threshold",
+    tables.append(("acceptance checks", ["id", "criterion", "ours", "baseline", "ratio", "threshold",
                                                       "result"], rows))
     if "p1" in res:
         tables.append(("excess risk, n=2000, d=50, noiseless random bags (mean over trials)",

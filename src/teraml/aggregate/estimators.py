@@ -531,7 +531,7 @@ def suggest_bag_size(n_samples, n_features, *, epsilon, clip, snr=1.0, label_std
                      ks=(1, 2, 4, 8, 16, 32, 64), mechanism="laplace", delta=None):
     """The bag size with the smallest predicted excess risk under label DP: ``(k_star, risk)``.
 
-    Uses the isotropic-Gaussian risk formulas (derived in the spec, not the paper's): with label noise
+    Uses isotropic-Gaussian risk formulas (our derivation, not the paper's): with label noise
     ``sigma^2 = label_std^2 / (1 + snr)``, signal ``||theta||^2 = snr sigma^2``, bag-mean DP noise
     variance ``v(k)`` and ``s^2 = sigma^2 + k v(k)``:
 

@@ -1,6 +1,6 @@
-"""The HyperAttention benchmark (spec §6(b)): quality, speed, peers and the tiny LM.
+"""The HyperAttention benchmark: quality, speed against torch SDPA, peers and the tiny LM.
 
-Used by ``bench/hyperattention.py`` (full or ``--quick``) and by the ``teraml demo`` section (a
+Run by ``teraml bench hyperattention [--quick] [--long]`` and by the ``teraml demo`` section (a
 shorter run). Everything is measured in one process against torch SDPA on the same input. Returns
 plain data and matplotlib figures; rendering is the report layer's job.
 """
@@ -17,7 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from teraml._benchutil import best_time
+from teraml._benchutil import best_time, measure
 from teraml._benchutil import check as _check
 from teraml._demo import DemoContext, DemoSection, SummaryRow
 from teraml.attention._dispatch import Variant, hyper_forward
@@ -74,19 +74,6 @@ def sink_variant(q, k, v, *, block_size=256, sample_size=256):
     o1, l1 = hyper_attention(q, k, v, sample_size=0, block_size=block_size, min_seq_len=1, return_lse=True)
     o2, l2 = exact_attention(q, k[..., :sample_size, :], v[..., :sample_size, :])
     return merge_attention(o1, l1, o2, l2)
-
-
-def paired_best(fn_a, fn_b, repeats=3, min_total=1.0, max_repeats=25) -> tuple[float, float]:
-    """Best times of two functions measured alternately (a, b, a, b, ...), so drift hits both alike."""
-    fn_a()
-    fn_b()
-    ta, tb = [], []
-    while len(ta) < repeats or (sum(ta) + sum(tb) < min_total and len(ta) < max_repeats):
-        for fn, acc in ((fn_a, ta), (fn_b, tb)):
-            t0 = time.perf_counter()
-            fn()
-            acc.append(time.perf_counter() - t0)
-    return min(ta), min(tb)
 
 
 # ----------------------------------------------------------------------------------------------- quality
@@ -153,7 +140,8 @@ def quality_suite(n=8192, seeds=(0, 1, 2), verbose=False) -> dict:
 
 
 def _peer_fns(b=256, m=256):
-    """The §5 peers that import here, as functions (q, k, v, causal) -> out on (B, H, n, d)."""
+    """The peers that import here (performer, reformer, local-attention), as functions
+    (q, k, v, causal) -> out on (B, H, n, d)."""
     fns: dict[str, Any] = {}
     status: dict[str, str] = {}
     try:
@@ -223,10 +211,9 @@ def peers_suite(n=8192, verbose=False) -> dict:
                 kk = q
                 rr, _ = _exact(q, q, v, causal=causal)
             try:
-                t0 = time.perf_counter()
                 with torch.no_grad():
-                    out = fn(qq, kk, v)
-                dt = time.perf_counter() - t0
+                    timing = measure(lambda fn=fn, qq=qq, kk=kk: fn(qq, kk, v), repeats=1, warmup=False)
+                out, dt = timing.results[0], timing.seconds[0]
                 met = metrics(out, rr, v)
                 rows.append({"data": label, "causal": causal, "method": name, **met, "seconds": dt,
                              "sdpa_seconds": t_sdpa})
@@ -247,9 +234,9 @@ def speed_suite(ns=(4096, 8192, 16384, 32768), repeats=3, verbose=False) -> dict
         q, k, v = (torch.randn(1, 1, n, 64, generator=_gen(s)) for s in range(3))
         for causal in (False, True):
             with torch.no_grad():
-                t_ref, t_ours = paired_best(lambda: F.scaled_dot_product_attention(q, k, v, is_causal=causal),
-                                            lambda: hyper_attention(q, k, v, is_causal=causal, generator=_gen(0)),
-                                            repeats)
+                t_ref, t_ours = measure(lambda: F.scaled_dot_product_attention(q, k, v, is_causal=causal),
+                                        lambda: hyper_attention(q, k, v, is_causal=causal, generator=_gen(0)),
+                                        repeats=repeats, min_total=1.0).seconds
             rows.append({"n": n, "causal": causal, "sdpa_s": t_ref, "hyper_s": t_ours, "speedup": t_ref / t_ours})
     get = {(r["n"], r["causal"]): r for r in rows}
     checks = []
@@ -535,7 +522,7 @@ def _tables(res: dict) -> list:
     if checks:
         rows = [[c["id"], c["criterion"], c["ours"], c["baseline"], c["ratio"], c["threshold"],
                  "PASS" if c["pass"] else ("reported" if c["pass"] is None else "FAIL")] for c in checks]
-        tables.append(("acceptance checks (spec §6(b))",
+        tables.append(("acceptance checks",
                        ["id", "criterion", "ours", "baseline", "ratio", "threshold", "result"], rows))
     if "speed" in res:
         rows = [[r["n"], "causal" if r["causal"] else "unmasked", r["sdpa_s"], r["hyper_s"], r["speedup"]]
@@ -564,9 +551,13 @@ def _tables(res: dict) -> list:
 
 _NOTE = ("HyperAttention here samples keys uniformly (as the authors' released code); the paper's theory "
          "samples value rows ∝ ‖V_j‖². Perplexities are e^NLL; the paper's LLM table is on an exp2 scale and is "
-         "not comparable. On the pilot of this benchmark a sliding window beat HyperAttention and LSH blocks "
-         "barely beat random blocks on this mostly local byte-level model: compare the `window` and `randperm` "
-         "rows.")
+         "not comparable. On this mostly local byte-level model a sliding window can beat HyperAttention and "
+         "LSH blocks barely beat random blocks: compare the `window` and `randperm` rows.")
+
+
+def add_arguments(parser) -> None:
+    """``teraml bench hyperattention --long``: add n=65536 to the speed sweep."""
+    parser.add_argument("--long", action="store_true", help="add n=65536 to the speed sweep (slow)")
 
 
 def run(*, quick=False, verbose=True, long=False) -> DemoSection:

@@ -167,7 +167,7 @@ def make_attention_qkv(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Synthetic attention inputs ``(q, k, v)``, each float32 of shape ``(1, heads, n, d)``.
 
-    kinds (the HyperAttention spec's G1-G4):
+    kinds (G1-G4 of the HyperAttention benchmark):
 
     * ``"iid"``: q, k, v ~ N(0, 1).
     * ``"clustered"``: ``n / cluster_size`` unit centres mu; position i has a cluster z_i and

@@ -1,14 +1,15 @@
-"""HAC benchmark (spec terahac §6.2): TeraHAC against exact HAC and the peers of §5 on one graph each.
+"""HAC benchmark: TeraHAC against exact HAC and the peers, side by side on the same graphs.
 
 Data (seeded, offline): D1 digits cosine 10-NN; D2 ``make_blobs`` (16 features, 50 centres, std 2.5) 10-NN
 with similarity 1/(1+d); D3 ``make_planted_partition_graph`` (20 blocks); D4 a path with w_i = i/n.
 Side by side on the same ``Graph``: ``exact_hac``, TeraHAC, RAC (``rac_graph``), SCC and affinity
 clustering (rebuilt), scikit-network's Paris, igraph's Leiden; scipy/fastcluster on the dense C - S;
-scikit-learn's connectivity average linkage on the points (another objective, pitfall 1). Times are best
+scikit-learn's connectivity average linkage on the points (another objective: it averages connected pairs
+only, while graph average linkage counts a missing pair as similarity 0). Times are best
 of 3 under 10 s, one thread (numba compiled first, compile time reported apart); the large runs (n = 10^5
 and the 10^7-edge run) go to a fresh subprocess so that their peak RSS is theirs alone.
 
-Used by ``bench/hac.py`` (``teraml bench hac``) and the ``teraml demo`` section (``quick=True``).
+Run by ``teraml bench hac [--quick]`` and (``quick=True``) by the ``teraml demo`` section.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import numpy as np
 from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
 from teraml._benchutil import check as _check
+from teraml._benchutil import measure
 from teraml._demo import DemoContext, DemoSection, SummaryRow
 from teraml.datasets import load_digits, make_planted_partition_graph
 from teraml.hac import Graph, TeraHAC, exact_hac
@@ -49,16 +51,9 @@ def best_cut(d, y, max_k=100, cut=None):
 
 
 def _timed(fn, repeats=3):
-    """(result, best time): best of ``repeats`` when a run takes under 10 s, else one run."""
-    t0 = time.perf_counter()
-    out = fn()
-    best = time.perf_counter() - t0
-    if best < 10:
-        for _ in range(repeats - 1):
-            t0 = time.perf_counter()
-            fn()
-            best = min(best, time.perf_counter() - t0)
-    return out, best
+    """(result, best time) by the shared timer: best of ``repeats`` when a run takes under 10 s, else one run."""
+    t = measure(fn, repeats=repeats, warmup=False, once_over=10.0)
+    return t.results[0], t.seconds[0]
 
 
 def d1_graph(k=10):
@@ -164,11 +159,10 @@ def _scale_main():
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
     if kind == "terahac":
         TeraHAC(threshold=0.5).fit(d3_graph(200)[0])  # compile / load the numba cache first
-        t0 = time.perf_counter()
-        m = TeraHAC(threshold=float(extra.get("t", 0.0)), epsilon=0.1, n_jobs=extra.get("n_jobs"),
-                    max_partition_size=extra.get("max_partition_size"),
-                    affinity_levels=int(extra.get("affinity_levels", 3))).fit(g)
-        out["seconds"] = time.perf_counter() - t0
+        m, out["seconds"] = _timed(lambda: TeraHAC(threshold=float(extra.get("t", 0.0)), epsilon=0.1,
+                                                   n_jobs=extra.get("n_jobs"),
+                                                   max_partition_size=extra.get("max_partition_size"),
+                                                   affinity_levels=int(extra.get("affinity_levels", 3))).fit(g), 1)
         out["rounds"] = m.n_rounds_
         out["merges"] = int(m.dendrogram_.n_merges)
         out["round_seconds"] = [r["seconds"] for r in m.round_stats_]
@@ -177,14 +171,11 @@ def _scale_main():
             out["ari"] = adjusted_rand_score(y, m.dendrogram_.cut(int(extra["ari_k"])))
         out["similarities_sum"] = float(m.dendrogram_.similarity.sum())
     elif kind == "exact":
-        t0 = time.perf_counter()
-        d = exact_hac(g, threshold=float(extra.get("t", 0.0)))
-        out["seconds"] = time.perf_counter() - t0
+        d, out["seconds"] = _timed(lambda: exact_hac(g, threshold=float(extra.get("t", 0.0))), 1)
         out["merges"] = int(d.n_merges)
     elif kind == "sklearn":
-        t0 = time.perf_counter()
-        _sklearn_connectivity(X, g, int(extra.get("k", 20)), extra.get("metric", "euclidean"))
-        out["seconds"] = time.perf_counter() - t0
+        _, out["seconds"] = _timed(lambda: _sklearn_connectivity(X, g, int(extra.get("k", 20)),
+                                                                  extra.get("metric", "euclidean")), 1)
     out["peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
     out["rss_before_run_gb"] = rss0
     print(json.dumps(out))

@@ -1,4 +1,4 @@
-"""Brute-force certificate of a (1+eps)-approximate average-linkage dendrogram (spec terahac §6.1 Q4).
+"""Brute-force certificate of a (1+eps)-approximate average-linkage dendrogram (benchmark check Q4).
 
 ``certify(graph, dendrogram, eps, threshold)`` replays the merges on an exact state and returns
 

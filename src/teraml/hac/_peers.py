@@ -1,4 +1,4 @@
-"""Peers rebuilt for the benchmark (spec terahac §5) and dendrogram purity.
+"""Peers rebuilt for the HAC benchmark, and dendrogram purity.
 
 * ``rac_graph``: RAC (reciprocal agglomerative clustering): every round merges *all* reciprocal-best
   pairs at once, which is exact average linkage (racplusplus segfaults under numpy 2, so it is rebuilt).

@@ -94,8 +94,9 @@ class TeraHAC(ClusterMixin, BaseEstimator):
     affinity_levels : int >= 1, default 3. Levels of size-capped affinity clustering that form the
         partitions: 1 joins clusters along best edges only (google/graph-mining's partition); each further
         level joins every partition to the one across its heaviest outgoing edge (within the cap). Larger
-        partitions freeze fewer boundaries, so a round merges more: on D3 n=1e5, 22 / 17 / 9 rounds with 1 / 2
-        / 3 levels, and 33 / 27 / 19 at n=1e6 (10^7 edges), at a higher cost per round.
+        partitions freeze fewer boundaries, so a round merges more, at a higher cost per round: a planted-
+        partition graph of 10^5 nodes and 10^6 edges takes 22 / 17 / 9 rounds with 1 / 2 / 3 levels, one of
+        10^6 nodes and 10^7 edges 33 / 27 / 19.
     max_rounds : int, default 1000.
     n_jobs : None, -1 or int >= 1. Threads over partitions (None = 1, -1 = all cores); the merges do not
         depend on it.

@@ -163,8 +163,9 @@ class Report:
         self.sections.append(sec)
         return sec
 
-    def write(self, out_dir: str | Path) -> Path:
-        """Write ``index.html``, the PNGs and ``results.json`` into ``out_dir``; return the HTML path."""
+    def write(self, out_dir: str | Path, *, results_json: bool = True) -> Path:
+        """Write ``index.html``, the PNGs and (unless ``results_json=False``) ``results.json`` into ``out_dir``;
+        return the HTML path."""
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         used: set[str] = set()
@@ -179,7 +180,8 @@ class Report:
                     used.add(name)
                     item.filename = name
                     (out / name).write_bytes(item.png)
-        write_json(self.results, out / "results.json")
+        if results_json:
+            write_json(self.results, out / "results.json")
         path = out / "index.html"
         path.write_text(self.to_html(), encoding="utf-8")
         return path
@@ -245,7 +247,8 @@ def write_bench(
     out_dir: str | Path = "results",
     title: str | None = None,
 ) -> tuple[Path, Path]:
-    """Write a benchmark's ``results/<name>.json`` and its report ``results/<name>/index.html``.
+    """Write a benchmark's ``results/<name>.json`` and its report ``results/<name>/index.html`` (with the
+    plots beside it; the JSON is written once, not again inside the report folder).
 
     Returns ``(json_path, html_path)``.
     """
@@ -256,7 +259,7 @@ def write_bench(
     rep = Report(title or f"teraml benchmark: {name}")
     rep.sections.extend(sections)
     rep.results = results
-    html_path = rep.write(out / name)
+    html_path = rep.write(out / name, results_json=False)
     return json_path, html_path
 
 
@@ -298,29 +301,43 @@ def collect_checks(results: dict) -> list[dict]:
     return out
 
 
-def bench_main(name: str, run, description: str, add_arguments=None) -> int:
-    """The body of a ``bench/<name>.py`` script: parse ``--quick/--quiet/--out`` (plus ``add_arguments``),
-    call ``run(args) -> DemoSection``, write ``results/<name>.json`` and its report, print the checks.
+def bench_main(name: str, argv: Sequence[str] | None = None) -> int:
+    """Run the registered benchmark ``name`` (``teraml bench NAME ...``): parse ``--quick/--quiet/--out`` and the
+    benchmark's own options from ``argv``, run it, write ``results/<name>.json`` and its report, print the checks.
 
-    Returns the exit status: 1 if any check failed.
+    Returns the exit status: 1 if any check failed, 2 for an unknown name.
     """
-    parser = bench_parser(description)
-    if add_arguments is not None:
-        add_arguments(parser)
-    args = parser.parse_args()
-    section = run(args)
-    jpath, hpath = write_bench(name, section.results, sections=[section_from_demo(section)], out_dir=args.out)
+    import importlib
+    import sys
+
+    from teraml._demo import BENCHMARKS
+
+    if name not in BENCHMARKS:
+        print(f"teraml bench: unknown benchmark {name!r}; available: {', '.join(sorted(BENCHMARKS))}",
+              file=sys.stderr)
+        return 2
+    module = importlib.import_module(BENCHMARKS[name])
+    parser = bench_parser((module.__doc__ or name).strip().splitlines()[0], prog=f"teraml bench {name}")
+    if hasattr(module, "add_arguments"):
+        module.add_arguments(parser)
+    args = vars(parser.parse_args(argv))
+    out, quiet = args.pop("out"), args.pop("quiet")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    section = module.run(verbose=not quiet, **args)
+    jpath, hpath = write_bench(name, section.results, sections=[section_from_demo(section)], out_dir=out)
     checks = collect_checks(section.results)
     print(format_checks(checks))
     print(f"results: {jpath}\nreport: {hpath}")
     return 0 if all(c["pass"] is not False for c in checks) else 1
 
 
-def bench_parser(description: str):
-    """The argument parser every ``bench/<component>.py`` shares: ``--quick``, ``--quiet``, ``--out``."""
+def bench_parser(description: str, prog: str | None = None):
+    """The argument parser every benchmark shares: ``--quick``, ``--quiet``, ``--out``."""
     import argparse
 
-    p = argparse.ArgumentParser(description=description)
+    p = argparse.ArgumentParser(prog=prog, description=description)
     p.add_argument("--quick", action="store_true", help="a short run (smaller sizes, fewer repeats)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--out", default="results", help="results folder (default: results)")
