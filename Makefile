@@ -2,7 +2,8 @@
 #   make demo      -> .venv + install, then `teraml demo` (writes teraml-report/index.html)
 #   make test      -> .venv + install, then the fast test suite (slow tests deselected)
 #   make test-all  -> every test, the `slow` ones included
-#   make bench     -> the benchmarks with their peers installed (results/*.json + HTML)
+#   make bench     -> every CPU benchmark with its peers installed (results/NAME.json + results/NAME/)
+#   make lint      -> ruff on src, tests and bench
 # torch is installed first and pinned (TORCH_SPEC) so that an unpinned torch never pulls a CUDA build.
 
 PYTHON     ?= python3
@@ -34,9 +35,11 @@ test: $(STAMP)
 test-all: $(STAMP)
 	$(PY) -m pytest -q -m "slow or not slow" $(PYTEST_ARGS)
 
+BENCHMARKS ?= hyperattention aggregate hac tinylm
+
 bench: $(STAMP)
 	$(PY) -m pip install --quiet -e ".[$(EXTRAS),bench]"
-	$(VENV)/bin/teraml bench hyperattention $(BENCH_ARGS)
+	status=0; for b in $(BENCHMARKS); do $(VENV)/bin/teraml bench $$b $(BENCH_ARGS) || status=1; done; exit $$status
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests bench

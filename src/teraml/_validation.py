@@ -457,16 +457,21 @@ def check_array(
         raise TypeError(f"{name} must be an array-like of numbers; got {type_name(value)} ({exc})") from None
     if dtype is None and not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_):
         raise TypeError(f"{name} must be an array-like of numbers; got dtype {arr.dtype}")
-    if ndim is not None:
-        allowed = (ndim,) if isinstance(ndim, int) else tuple(ndim)
-        if arr.ndim not in allowed:
-            want = " or ".join(f"{d}-D" for d in allowed)
-            raise ValueError(f"{name} must be {want}; got a {arr.ndim}-D array of shape {arr.shape}")
+    _check_ndim(name, arr.ndim, arr.shape, ndim, "array")
     if arr.ndim >= 1 and arr.shape[0] < min_rows:
         raise ValueError(f"{name} must have at least {min_rows} row(s); got shape {arr.shape}")
     if finite and np.issubdtype(arr.dtype, np.floating) and not np.all(np.isfinite(arr)):
         raise ValueError(f"{name} must contain only finite values; got NaN or inf")
     return arr
+
+
+def _check_ndim(name: str, got: int, shape: tuple, ndim, noun: str) -> None:
+    if ndim is None:
+        return
+    allowed = (ndim,) if isinstance(ndim, int) else tuple(ndim)
+    if got not in allowed:
+        want = " or ".join(f"{d}-D" for d in allowed)
+        raise ValueError(f"{name} must be {want}; got a {got}-D {noun} of shape {shape}")
 
 
 def check_same_length(lengths: Mapping[str, Any]) -> int:
@@ -495,9 +500,5 @@ def check_tensor(name: str, value: Any, *, floating: bool = True, ndim: int | Se
     check_instance(name, value, torch.Tensor, "a torch.Tensor")
     if floating and not value.is_floating_point():
         raise TypeError(f"{name} must have a floating dtype; got {value.dtype}")
-    if ndim is not None:
-        allowed = (ndim,) if isinstance(ndim, int) else tuple(ndim)
-        if value.ndim not in allowed:
-            want = " or ".join(f"{d}-D" for d in allowed)
-            raise ValueError(f"{name} must be {want}; got {value.ndim}-D of shape {tuple(value.shape)}")
+    _check_ndim(name, value.ndim, tuple(value.shape), ndim, "tensor")
     return value

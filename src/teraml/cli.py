@@ -26,8 +26,6 @@ from teraml._version import __version__
 
 __all__ = ["main", "build_parser"]
 
-logger = logging.getLogger("teraml")
-
 
 def available_benchmarks() -> list[str]:
     """Names of the registered benchmarks (``teraml.<package>._bench`` modules)."""

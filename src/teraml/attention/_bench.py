@@ -7,7 +7,6 @@ plain data and matplotlib figures; rendering is the report layer's job.
 
 from __future__ import annotations
 
-import logging
 import math
 import statistics
 import time
@@ -24,8 +23,6 @@ from teraml.attention._dispatch import Variant, hyper_forward
 from teraml.attention._merge import exact_attention, merge_attention
 from teraml.attention.hyper import hyper_attention
 from teraml.datasets import make_attention_qkv
-
-logger = logging.getLogger(__name__)
 
 _LN2 = math.log(2.0)
 
@@ -139,48 +136,57 @@ def quality_suite(n=8192, seeds=(0, 1, 2), verbose=False) -> dict:
 # ----------------------------------------------------------------------------------------------- peers (Q7)
 
 
+def _performer(b, m):
+    from performer_pytorch import FastAttention
+
+    def performer(q, k, v, causal):
+        torch.manual_seed(0)
+        fa = FastAttention(dim_heads=q.shape[-1], nb_features=b + m, causal=causal)
+        return fa(q, k, v)
+
+    return performer
+
+
+def _reformer(b, m):
+    from reformer_pytorch import LSHAttention
+
+    def reformer(q, k, v, causal):
+        torch.manual_seed(0)
+        B, H, n, d = q.shape
+        attn = LSHAttention(bucket_size=b // 2, n_hashes=2, causal=causal)
+        return attn(q.reshape(B * H, n, d), v.reshape(B * H, n, d))[0].reshape(B, H, n, -1)
+
+    return reformer
+
+
+def _local(b, m):
+    from local_attention import LocalAttention
+
+    def local(q, k, v, causal):
+        attn = LocalAttention(window_size=b, causal=causal, look_backward=1, look_forward=0 if causal else 1,
+                              dim=q.shape[-1])
+        return attn(q, k, v)
+
+    return local
+
+
+#: (method name, package, builder(b, m) -> fn(q, k, v, causal)); reformer shares q and k (compared on k = q)
+_PEERS = (("performer", "performer-pytorch", _performer), ("reformer (k = q)", "reformer-pytorch", _reformer),
+          ("local-attention", "local-attention", _local))
+
+
 def _peer_fns(b=256, m=256):
     """The peers that import here (performer, reformer, local-attention), as functions
-    (q, k, v, causal) -> out on (B, H, n, d)."""
+    (q, k, v, causal) -> out on (B, H, n, d); ``status`` says which package ran or why one did not."""
     fns: dict[str, Any] = {}
     status: dict[str, str] = {}
-    try:
-        from performer_pytorch import FastAttention
-
-        def performer(q, k, v, causal):
-            torch.manual_seed(0)
-            fa = FastAttention(dim_heads=q.shape[-1], nb_features=b + m, causal=causal)
-            return fa(q, k, v)
-
-        fns["performer"] = performer
-        status["performer"] = "performer-pytorch"
-    except Exception as exc:  # noqa: BLE001
-        status["performer"] = f"unavailable ({type(exc).__name__})"
-    try:
-        from reformer_pytorch import LSHAttention
-
-        def reformer(q, k, v, causal):
-            torch.manual_seed(0)
-            B, H, n, d = q.shape
-            attn = LSHAttention(bucket_size=b // 2, n_hashes=2, causal=causal)
-            return attn(q.reshape(B * H, n, d), v.reshape(B * H, n, d))[0].reshape(B, H, n, -1)
-
-        fns["reformer (k = q)"] = reformer
-        status["reformer"] = "reformer-pytorch"
-    except Exception as exc:  # noqa: BLE001
-        status["reformer"] = f"unavailable ({type(exc).__name__})"
-    try:
-        from local_attention import LocalAttention
-
-        def local(q, k, v, causal):
-            attn = LocalAttention(window_size=b, causal=causal, look_backward=1, look_forward=0 if causal else 1,
-                                  dim=q.shape[-1])
-            return attn(q, k, v)
-
-        fns["local-attention"] = local
-        status["local-attention"] = "local-attention"
-    except Exception as exc:  # noqa: BLE001
-        status["local-attention"] = f"unavailable ({type(exc).__name__})"
+    for name, package, build in _PEERS:
+        key = name.split(" ")[0]
+        try:
+            fns[name] = build(b, m)
+            status[key] = package
+        except Exception as exc:  # noqa: BLE001  (a peer that does not import is reported, not fatal)
+            status[key] = f"unavailable ({type(exc).__name__})"
     return fns, status
 
 

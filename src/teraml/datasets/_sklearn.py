@@ -28,8 +28,8 @@ def load_diabetes() -> tuple[np.ndarray, np.ndarray]:
     """The diabetes regression data: ``X`` (442, 10) float64 (scaled), ``y`` (442,) float64.
 
     >>> X, y = load_diabetes()
-    >>> X.shape
-    (442, 10)
+    >>> X.shape, y.dtype
+    ((442, 10), dtype('float64'))
     """
     return _bundled("load_diabetes")
 
@@ -38,8 +38,8 @@ def load_breast_cancer() -> tuple[np.ndarray, np.ndarray]:
     """Wisconsin breast cancer: ``X`` (569, 30) float64, ``y`` (569,) int in {0, 1}.
 
     >>> X, y = load_breast_cancer()
-    >>> X.shape
-    (569, 30)
+    >>> X.shape, sorted(set(y.tolist()))
+    ((569, 30), [0, 1])
     """
     return _bundled("load_breast_cancer")
 
@@ -47,8 +47,7 @@ def load_breast_cancer() -> tuple[np.ndarray, np.ndarray]:
 def load_wine() -> tuple[np.ndarray, np.ndarray]:
     """The wine recognition data: ``X`` (178, 13) float64, ``y`` (178,) int in 0..2.
 
-    >>> X, y = load_wine()
-    >>> X.shape
+    >>> load_wine()[0].shape
     (178, 13)
     """
     return _bundled("load_wine")
