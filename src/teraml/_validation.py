@@ -54,6 +54,8 @@ __all__ = [
     "Options",
     "InstanceOf",
     "Satisfies",
+    "BOOL",
+    "VERBOSE",
     "describe_allowed",
     "check_param",
     "check_params",
@@ -290,6 +292,12 @@ def _join(parts: list[str]) -> str:
     if len(parts) <= 1:
         return "".join(parts)
     return ", ".join(parts[:-1]) + " or " + parts[-1]
+
+
+#: A flag parameter: ``True``/``False`` (numpy bools too).
+BOOL = [InstanceOf((bool, np.bool_), "a bool")]
+#: ``verbose``: a bool or, as in scikit-learn, an int >= 0.
+VERBOSE = [InstanceOf((bool, np.bool_), "a bool"), Interval("int", 0)]
 
 
 def describe_allowed(allowed: Sequence) -> str:

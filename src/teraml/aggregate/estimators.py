@@ -35,7 +35,8 @@ from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
 
 from teraml._validation import (
-    InstanceOf,
+    BOOL,
+    VERBOSE,
     Interval,
     Options,
     Satisfies,
@@ -272,12 +273,12 @@ class AggregateRegressor(RegressorMixin, BaseEstimator):
         "loss": [Options(*_LOSSES)],
         "rho": [Options("auto"), Interval("float", 0, 1, text="a float in [0, 1] (0 = bag-level, 1 = instance-level)")],
         "alpha": [Interval("float", 0)],
-        "fit_intercept": [InstanceOf((bool, np.bool_), "a bool")],
+        "fit_intercept": BOOL,
         "rho_grid": [Interval("int", 2), Satisfies(_unit_grid, "a 1-D array in [0, 1]")],
         "cv": [Interval("int", 2)],
         "max_iter": [Interval("int", 1)],
         "tol": [Interval("float", 0, closed="neither")],
-        "verbose": [InstanceOf((bool, np.bool_), "a bool")],
+        "verbose": VERBOSE,
     }
 
     def __init__(self, loss="squared", rho="auto", *, alpha=0.0, fit_intercept=True, rho_grid=None, cv=5,

@@ -36,6 +36,8 @@ from sklearn.base import BaseEstimator, RegressorMixin, clone
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from teraml._validation import (
+    BOOL,
+    VERBOSE,
     InstanceOf,
     Interval,
     Options,
@@ -122,8 +124,8 @@ class PriorBoost(RegressorMixin, BaseEstimator):
         "resample": [Options("disjoint", "full", phrase="or")],
         "prior_rho": [Interval("float", 0, 1)],
         "mechanism": [InstanceOf(LabelDP), None],
-        "allow_reaggregation": [InstanceOf((bool, np.bool_), "a bool")],
-        "verbose": [InstanceOf((bool, np.bool_), "a bool")],
+        "allow_reaggregation": BOOL,
+        "verbose": VERBOSE,
     }
 
     def __init__(self, k, *, n_rounds=5, resample="disjoint", estimator=None, prior_rho=0.1, mechanism=None,

@@ -30,12 +30,11 @@ from __future__ import annotations
 import logging
 import warnings
 
-import numpy as np
 import scipy.sparse as sp
 from sklearn.base import BaseEstimator, ClusterMixin
 from sklearn.exceptions import ConvergenceWarning
 
-from teraml._validation import InstanceOf, Interval, Options, check_params, type_name
+from teraml._validation import VERBOSE, InstanceOf, Interval, Options, check_params, type_name
 from teraml.hac._kernels import tie_ranks
 from teraml.hac.dendrogram import Dendrogram
 from teraml.hac.engines import Engine, LocalEngine
@@ -134,7 +133,7 @@ class TeraHAC(ClusterMixin, BaseEstimator):
         "max_rounds": [Interval("int", 1)],
         "n_jobs": N_JOBS,
         "random_state": [None, Interval("int", 0)],
-        "verbose": [InstanceOf((bool, np.bool_), "a bool")],
+        "verbose": VERBOSE,
     }
 
     def fit(self, X, y=None):
