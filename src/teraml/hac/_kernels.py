@@ -234,7 +234,7 @@ def affinity_partition(order, best, cap, n):
 # ------------------------------------------------------------------------------------------------ SubgraphHAC
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def _bhat(w, i):
     """B^(u) = max over u's neighbours x of S(u,x) / (n(u) * size used for x): the announced size for a
     partition member, the fixed size for a frozen neighbour."""
@@ -250,7 +250,7 @@ def _bhat(w, i):
     return bw
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def _node_key(w, i, u):
     """The smallest (g^, a, b) over u's alive in-partition edges with W > prune (a < b); a = -1 if u has
     none. (S, the sizes and M enter through commutative IEEE operations, so either end computes the same
@@ -284,7 +284,7 @@ def _node_key(w, i, u):
     return bg, ba, bb
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def _push_node(heap, w, i, u):
     """Queue u under its current key (the old entry, if any, becomes invalid)."""
     g, a, b = _node_key(w, i, u)
@@ -293,7 +293,7 @@ def _push_node(heap, w, i, u):
         heapq.heappush(heap, (g, a, b, u, w.nver[i]))
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def _refresh(heap, w, i, u):
     """refresh(u): recompute B^(u) (it only falls here: a neighbour announced a larger size) and re-key u."""
     old = w.Bh[i]
@@ -302,7 +302,7 @@ def _refresh(heap, w, i, u):
         _push_node(heap, w, i, u)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def _subgraph_hac_one(s0, s1, parts, csr, clusters, eps, prune, out):
     """SubgraphHAC of the partition ``parts.members[s0:s1]`` (ascending ids; key = members[s0]).
 
