@@ -20,7 +20,8 @@ def _loop(q, k, v, scale, allowed):
         keys = [j for j in range(k.shape[-2]) if allowed[(*lead, i, j)]]
         if not keys:
             continue
-        s = torch.tensor([float(q[(*lead, i)].double() @ k[(*lead, j)].double()) * scale for j in keys])
+        s = torch.tensor([float(q[(*lead, i)].double() @ k[(*lead, j)].double()) * scale for j in keys],
+                         dtype=torch.float64)
         w = torch.exp(s - s.max())
         out[(*lead, i)] = sum(w[t] * v[(*lead, j)].double() for t, j in enumerate(keys)) / w.sum()
         lse[(*lead, i)] = s.max() + torch.log(w.sum())
