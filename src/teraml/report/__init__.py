@@ -77,15 +77,17 @@ def write_json(obj: Any, path: str | Path) -> Path:
 def format_value(value: Any) -> str:
     """Format a table cell: floats to 4 significant digits, None as an en dash.
 
-    >>> format_value(3.14159), format_value(None), format_value(12345678.0)
-    ('3.142', '–', '1.235e+07')
+    >>> format_value(3.14159), format_value(None), format_value(12345678.0), format_value(np.bool_(True))
+    ('3.142', '–', '1.235e+07', 'yes')
     """
     if value is None:
         return "–"
-    if isinstance(value, (bool, np.bool_)):
+    if isinstance(value, np.generic):  # numpy scalars format as the Python scalars they hold
+        value = value.item()
+    if isinstance(value, bool):
         return "yes" if value else "no"
-    if isinstance(value, (float, np.floating)):
-        v = float(value)
+    if isinstance(value, float):
+        v = value
         if not math.isfinite(v):
             return str(v)
         if v != 0 and (abs(v) >= 1e6 or abs(v) < 1e-3):
