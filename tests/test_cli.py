@@ -107,3 +107,49 @@ def test_hac_command_bad_input_exits_2(tmp_path, capsys):
     assert cli.main(["hac", str(neg), "--threshold", "0.1", "--out", str(tmp_path / "o2")]) == 2
     assert "weight must be >= 0" in capsys.readouterr().err
     assert cli.main(["hac", str(neg), "--out", str(tmp_path / "o3")]) == 2
+
+
+def test_hac_csv_with_blank_lines_bom_and_a_short_row(tmp_path, capsys):
+    edges = tmp_path / "edges.csv"
+    edges.write_bytes(b"\xef\xbb\xbfsrc,dst,weight\n1,2,0.9\n\n2,3,0.8\n\n")   # {1,2}-3: W = 0.8 / 2
+    assert cli.main(["hac", str(edges), "--threshold", "0.4", "--out", str(tmp_path / "o"), "--quiet"]) == 0
+    assert (tmp_path / "o" / "labels.csv").read_text().splitlines() == ["node,cluster", "1,0", "2,0", "3,0"]
+    edges.write_text("src,dst,weight\n1,2,0.9\n2,3\n")
+    assert cli.main(["hac", str(edges), "--threshold", "0.5", "--out", str(tmp_path / "o2")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["teraml hac: error: edges.csv: line 3 has 2 fields, expected 3: '2,3'"]
+    assert not (tmp_path / "o2").exists()          # no empty output folder left behind
+
+
+def test_hac_uint64_ids_in_labels_and_merges(tmp_path):
+    edges = tmp_path / "edges.csv"
+    edges.write_text(f"src,dst,weight\n{2**64 - 1},{2**63},0.9\n{2**63},7,0.8\n")
+    assert cli.main(["hac", str(edges), "--n-clusters", "1", "--out", str(tmp_path / "o"), "--quiet"]) == 0
+    labels = (tmp_path / "o" / "labels.csv").read_text().splitlines()
+    assert labels == ["node,cluster", "7,0", f"{2**63},0", f"{2**64 - 1},0"]
+    assert f"2,{2**64 - 1}" in (tmp_path / "o" / "nodes.csv").read_text()
+
+
+def test_hac_points_without_header_keep_every_point(tmp_path, capsys):
+    import numpy as np
+
+    pts = tmp_path / "pts.csv"
+    X = np.random.default_rng(0).normal(size=(30, 3))
+    pts.write_text("".join(",".join(repr(float(v)) for v in row) + "\n" for row in X))
+    assert cli.main(["hac", str(pts), "--points", "--n-clusters", "3", "--out", str(tmp_path / "o"), "--quiet"]) == 0
+    assert len((tmp_path / "o" / "labels.csv").read_text().splitlines()) == 31
+    assert cli.main(["hac", str(pts), "--points", "--header", "--n-clusters", "3", "--out", str(tmp_path / "o2"),
+                     "--quiet"]) == 0
+    assert len((tmp_path / "o2" / "labels.csv").read_text().splitlines()) == 30   # asked: first line is a header
+
+
+@pytest.mark.parametrize("kind", ["file", "under_a_file"])
+def test_hac_bad_out_exits_2_with_one_line(tmp_path, capsys, kind):
+    edges = tmp_path / "edges.csv"
+    edges.write_text("src,dst,weight\n1,2,0.9\n")
+    blocker = tmp_path / "blocker"
+    blocker.write_text("x")
+    out = blocker if kind == "file" else blocker / "sub"
+    assert cli.main(["hac", str(edges), "--threshold", "0.5", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("teraml hac: error:") and str(out) in err[0]

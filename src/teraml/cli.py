@@ -137,41 +137,36 @@ def _hac_error(msg: str) -> int:
     return 2
 
 
-def _read_points(path: Path):
-    import numpy as np
-
-    if path.suffix == ".npy":
-        return np.load(path)
-    if path.suffix == ".parquet":
-        import pyarrow.parquet as pq
-
-        t = pq.read_table(path)
-        return np.column_stack([t.column(c).to_numpy() for c in t.column_names]).astype(float)
-    return np.loadtxt(path, delimiter=",", skiprows=1, ndmin=2)
-
-
 def cmd_hac(args) -> int:
     """Cluster an edge list (or points) with TeraHAC; write labels, merges, nodes and summary.json."""
-    import csv
-    import json
     import warnings
 
     from teraml.hac import Graph, TeraHAC
+    from teraml.hac.graph import read_points
 
     if (args.threshold is None) == (args.n_clusters is None):
         return _hac_error("exactly one of --threshold or --n-clusters must be given")
     out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        return _hac_error(f"--out {out} exists and is not a folder")
     if out.exists() and any(out.iterdir()) and not args.overwrite:
         return _hac_error(f"{out} is not empty; pass --overwrite")
     src = Path(args.edges)
     if not src.exists():
         return _hac_error(f"{src} does not exist")
+    if src.is_dir():
+        return _hac_error(f"{src} is a folder, not a file")
+    created = not out.exists()
+    try:  # fail before the clustering, not after it
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        return _hac_error(f"cannot create --out {out}: {exc.strerror or exc}")
     t0 = time.perf_counter()
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             if args.points:
-                g = Graph.from_points(_read_points(src), n_neighbors=args.k, metric=args.metric)
+                g = Graph.from_points(read_points(src, header=args.header), n_neighbors=args.k, metric=args.metric)
             else:
                 fmt = None if args.format == "auto" else args.format
                 g = Graph.read(src, format=fmt, columns=(args.src_col, args.dst_col, args.weight_col),
@@ -184,8 +179,23 @@ def cmd_hac(args) -> int:
         for w in caught:
             print(f"teraml hac: warning: {w.message}", file=sys.stderr)
     except (ValueError, TypeError, OSError) as exc:
+        if created and not any(out.iterdir()):
+            out.rmdir()
         return _hac_error(str(exc))
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        _write_hac_outputs(out, g, model, args, src, t0)
+    except OSError as exc:
+        return _hac_error(f"cannot write to --out {out}: {exc.strerror or exc}")
+    if not args.quiet:
+        print(f"{g.n_nodes} nodes, {g.n_edges} edges -> {model.n_clusters_} clusters in {model.n_rounds_} rounds "
+              f"({time.perf_counter() - t0:.1f} s); wrote {out}/labels.csv, merges.csv, nodes.csv, summary.json")
+    return 0
+
+
+def _write_hac_outputs(out: Path, g, model, args, src: Path, t0: float) -> None:
+    import csv
+    import json
+
     d = model.dendrogram_
     ids = g.node_ids.tolist()
     with open(out / "labels.csv", "w", newline="") as fh:
@@ -206,10 +216,6 @@ def cmd_hac(args) -> int:
                "cleaning": g.report, "n_nodes": g.n_nodes, "n_edges": g.n_edges, "n_clusters": model.n_clusters_,
                "rounds": model.round_stats_, "seconds": time.perf_counter() - t0, "version": __version__}
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
-    if not args.quiet:
-        print(f"{g.n_nodes} nodes, {g.n_edges} edges -> {model.n_clusters_} clusters in {model.n_rounds_} rounds "
-              f"({time.perf_counter() - t0:.1f} s); wrote {out}/labels.csv, merges.csv, nodes.csv, summary.json")
-    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -245,6 +251,9 @@ def build_parser() -> argparse.ArgumentParser:
     h.add_argument("--engine", default="local", help="local (spark is not built yet)")
     h.add_argument("--out", required=True, help="output folder")
     h.add_argument("--points", action="store_true", help="EDGES holds points (.npy/CSV/Parquet): build a k-NN graph")
+    h.add_argument("--header", action=argparse.BooleanOptionalAction, default=None,
+                   help="with --points: the CSV has a header line (--header) or not (--no-header); default: detected "
+                        "(a first line with a field that is not a number is a header); no row is ever dropped")
     h.add_argument("--k", type=int, default=10, help="neighbours for --points")
     h.add_argument("--metric", default="cosine", choices=["cosine", "euclidean"])
     h.add_argument("--format", default="auto", choices=["auto", "csv", "parquet"])

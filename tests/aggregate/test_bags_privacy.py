@@ -260,7 +260,8 @@ def test_normalize_bags_and_string_ids():
          r"delta must be None for 'laplace', in \(0, 1\) for 'gaussian'; got None"),
         (lambda: LabelDP(1.0, (0, 1), mechanism="gaussian", delta=1.5), ValueError, "delta must be None for 'laplace'"),
         (lambda: Aggregator(np.ones(3), mechanism="laplace"), TypeError, "mechanism must be a LabelDP or None; got str"),
-        (lambda: Aggregator(np.array([1.0, np.nan])), ValueError, "y must be finite on bagged rows; got 1 non-finite values"),
+        (lambda: Aggregator(np.array([1.0, np.nan])).release(np.array([0, 0])), ValueError,
+         "y must be finite on bagged rows; got 1 non-finite values"),
         (lambda: Aggregator(np.ones(3)).release(np.array([0, -2, 1])), ValueError,
          r"bags must hold integer or string ids \(>= 0, or -1 to leave a row out\); got -2"),
         (lambda: Aggregator(np.ones(3)).release(np.array([0, 0.5, 1])), ValueError,
@@ -299,3 +300,33 @@ def test_prior_bags_with_ties_use_the_stable_order():
     ids = make_bags(2, method="prior", scores=s)
     assert ids.tolist() == [1, 0, 2, 0, 2, 1]  # stable: equal scores keep their row order
     assert np.array_equal(ids, make_bags(2, method="prior", scores=s.copy()))
+
+
+@pytest.mark.parametrize(
+    "bags, match",
+    [
+        (np.array([1, "1", 2], dtype=object), r"all of one kind; got 1 and '1'"),
+        (np.array([0, None, 1], dtype=object), "got None at row 1"),
+        (np.array(["a", "-1", "b"]), "got the string '-1' at row 1"),
+        (np.array([0.0, 1.5]), "got 1.5"),
+        (np.zeros((3, 1), dtype=int), r"bags must be a 1-D array of ids \(one per row\); got shape \(3, 1\)"),
+    ],
+)
+def test_mixed_or_missing_bag_ids_are_refused(bags, match):
+    # defect 9: 1 and "1" formed one bag, None became a bag named "None", "-1" was a bag
+    with pytest.raises(ValueError, match=match):
+        normalize_bags(bags)
+
+
+def test_object_ids_of_one_kind_still_work():
+    assert normalize_bags(np.array([3, 1, 3, -1], dtype=object))[0].tolist() == [1, 0, 1, -1]
+    assert normalize_bags(np.array(["b", "a", "b"], dtype=object))[0].tolist() == [1, 0, 1]
+
+
+def test_nan_labels_on_rows_never_released_are_fine():
+    # defect 10: Aggregator refused NaN even on rows left out of every release
+    y = np.array([1.0, 2.0, np.nan, 4.0])
+    rel = Aggregator(y).release(np.array([0, 0, -1, 1]))
+    assert rel.bag_means.tolist() == [1.5, 4.0]
+    with pytest.raises(ValueError, match="y must be finite on bagged rows; got 1 non-finite values"):
+        Aggregator(y).release(np.array([0, 0, 1, 1]))

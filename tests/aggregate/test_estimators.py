@@ -242,6 +242,34 @@ def test_c10_metadata_routing_with_group_kfold():
     assert np.isfinite(out["test_score"]).all() and (out["test_score"] <= 0.5).all()
 
 
+def test_cv_by_bag_recipe_and_a_missing_bags_is_an_error():
+    # defect 8: with routing on, passing only groups silently fitted one bag per row
+    import sklearn
+    from sklearn.model_selection import GroupKFold, cross_validate
+
+    X, y, _ = make_aggregate_regression(600, 4, random_state=0)
+    rel = release(y, make_bags(6, n_samples=600, random_state=0))
+    with sklearn.config_context(enable_metadata_routing=True):
+        est = AggregateRegressor(rho=0.5).set_fit_request(bags=True)
+        out = cross_validate(est, X, rel.y, cv=GroupKFold(3), params={"bags": rel.bags, "groups": rel.bags},
+                             return_estimator=True)
+        assert all(e.n_bags_ in (66, 67) for e in out["estimator"])   # 100 whole bags, 2 of 3 folds each
+        with pytest.raises(ValueError, match=r"bags is requested \(set_fit_request\(bags=True\)\) but was not "
+                                             "passed"):
+            cross_validate(est, X, rel.y, cv=GroupKFold(3), params={"groups": rel.bags}, error_score="raise")
+    # without routing the same recipe is cross_validate(..., groups=bags, params={"bags": bags})
+    out = cross_validate(AggregateRegressor(rho=0.5), X, rel.y, cv=GroupKFold(3), groups=rel.bags,
+                         params={"bags": rel.bags}, return_estimator=True)
+    assert all(e.n_bags_ in (66, 67) for e in out["estimator"])
+
+
+def test_bags_of_shape_n_by_1_get_a_clear_message():
+    # defect 10: bags (n, 1) were reported as "got X: 442, y: 442, bags: 442"
+    X, y, _ = make_aggregate_regression(40, 2, random_state=0)
+    with pytest.raises(ValueError, match=r"bags must be a 1-D array of ids \(one per row\); got shape \(40, 1\)"):
+        AggregateRegressor(rho=1.0).fit(X, y, bags=np.zeros((40, 1), dtype=int))
+
+
 # ------------------------------------------------------------------------------------- C11
 
 

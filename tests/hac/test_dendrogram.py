@@ -3,6 +3,8 @@
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from teraml.hac import Dendrogram, exact_hac
 
@@ -40,18 +42,42 @@ def test_monotone_check_and_forest_linkage_scale():
     assert not Dendrogram(3, [0, 3], [1, 2], [0.2, 0.9]).is_monotone()
 
 
-def test_cut_bisection_equals_linear_scan(er_graph):
-    from teraml.hac import TeraHAC
+def test_cut_of_a_monotone_tree_equals_the_cut_at_a_level(er_graph):
+    d = exact_hac(er_graph(120, 0.08, 3))
+    assert d.is_monotone()
+    ts = np.unique(d.similarity)[::-1]
+    for k in range(d.n_components(), 121):
+        level = next((d.flatten(t) for t in ts if d.flatten(t).max() + 1 == k), None)
+        if level is not None:      # a level with exactly k clusters exists (no tie skips it)
+            assert np.array_equal(d.cut(k), level)
 
-    g = er_graph(120, 0.08, 3)
-    for d in (exact_hac(g), TeraHAC(threshold=0.0, epsilon=0.5).fit(g).dendrogram_):
-        ts = np.unique(d.similarity)[::-1]
-        for k in (d.n_components(), d.n_components() + 3, 40, 119):
-            k = min(k, 120)
-            expected = None
-            for t in ts:
-                lab = d.flatten(t)
-                if lab.max() + 1 <= k:
-                    expected = lab
-                    break
-            assert expected is not None and np.array_equal(d.cut(k), expected)
+
+@settings(max_examples=25, deadline=None)
+@given(n=st.integers(2, 60), p=st.floats(0.05, 0.6), seed=st.integers(0, 10_000),
+       eps=st.sampled_from([0.0, 0.1, 0.5, 1.0]))
+def test_cut_gives_exactly_k_clusters(n, p, seed, eps):
+    # TeraHAC's (1+eps) dendrograms are non-monotone: no similarity level may give k clusters, merges still do
+    from teraml.hac import Graph, TeraHAC
+
+    rng = np.random.default_rng(seed)
+    iu = np.triu_indices(n, 1)
+    keep = rng.random(iu[0].size) < p
+    if not keep.any():
+        return
+    g = Graph.from_edges(iu[0][keep], iu[1][keep], rng.uniform(0.01, 1, keep.sum()), n_nodes=n)
+    d = TeraHAC(threshold=0.0, epsilon=eps).fit(g).dendrogram_
+    for k in range(d.n_components(), n + 1):
+        lab = d.cut(k)
+        assert lab.max() + 1 == k and lab.min() == 0
+        coarser = d.cut(max(d.n_components(), k - 1))          # one merge more: two clusters joined, none split
+        pairs = {(a, b) for a, b in zip(lab.tolist(), coarser.tolist())}
+        assert len({a for a, _ in pairs}) == len(pairs)
+
+
+def test_cut_edges_singletons_forest_and_bad_k():
+    d = Dendrogram(4, [0, 2], [1, 3], [0.9, 0.8])             # a forest of 2 trees
+    assert d.cut(4).tolist() == [0, 1, 2, 3] and d.cut(3).tolist() == [0, 0, 1, 2]
+    with pytest.warns(UserWarning, match="forest of 2 trees, more than n_clusters=1"):
+        assert d.cut(1).tolist() == [0, 0, 1, 1]
+    with pytest.raises(ValueError, match=r"n_clusters must be an int in \[1, 4\], got 5"):
+        d.cut(5)

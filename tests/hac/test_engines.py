@@ -61,7 +61,7 @@ class PurePythonEngine:
         return best, B
 
     def n_active(self, prune):
-        return sum(b > prune for b in self._best(self._adjacency())[1].values())
+        return sum(b >= prune for b in self._best(self._adjacency())[1].values())
 
     def _partitions(self, active, best, B, cap, partitioner):
         if partitioner == "single":
@@ -92,7 +92,7 @@ class PurePythonEngine:
             raise NotImplementedError("this test engine builds one affinity level")
         adj = self._adjacency()
         best, B = self._best(adj)
-        active = sorted(u for u in B if B[u] > prune)
+        active = sorted(u for u in B if B[u] >= prune)
         if not active:
             return None
         groups = {k: g for k, g in sorted(self._partitions(active, best, B, cap, partitioner).items())

@@ -67,3 +67,54 @@ def test_csv_missing_column(tmp_path):
         Graph.read(p)
     g = Graph.read(p, columns=("a", "b", "w"))
     assert g.n_edges == 1
+
+
+def test_csv_reader_handles_bom_blank_lines_quotes_and_names_a_short_row(tmp_path):
+    # defect 1: a blank line, trailing blank lines, a UTF-8 BOM (lost the src column) and a short row
+    p = tmp_path / "edges.csv"
+    p.write_bytes(b'\xef\xbb\xbfsrc,dst,weight\n1,2,0.5\n\n"2",3,0.7\n3,1,0.25\n\n\n')
+    g = Graph.read(p)
+    assert g.node_ids.tolist() == [1, 2, 3] and sorted(g.weight.tolist()) == [0.25, 0.5, 0.7]
+    p.write_text("src,dst,weight\n1,2,0.5\n\n2,3,0.7\n3,1\n")
+    with pytest.raises(ValueError, match=r"edges.csv: line 5 has 2 fields, expected 3: '3,1'"):
+        Graph.read(p)
+    p.write_text("src,dst,weight\n1,,0.5\n")
+    with pytest.raises(ValueError, match=r"dst has 1 missing values \(first at row 0\)"):
+        Graph.read(p)
+    p.write_text("")
+    with pytest.raises(ValueError, match="edges.csv is empty"):
+        Graph.read(p)
+    p.write_text("src,dst,weight\n1,2,x\n")
+    with pytest.raises(TypeError, match=r"weight must be numeric, got dtype string \(row 0: 'x'\)"):
+        Graph.read(p)
+
+
+@pytest.mark.parametrize("suffix", ["csv", "parquet"])
+def test_uint64_ids_are_kept_exactly(tmp_path, suffix):
+    # defect 3: ids >= 2^63 wrapped to negative numbers
+    big = [2**64 - 1, 2**63, 5]
+    g = Graph.from_edges(np.array(big, dtype=np.uint64), np.array([1, 2, 3], dtype=np.uint64), [0.5, 0.4, 0.3])
+    assert g.node_ids.dtype == np.uint64 and set(big) <= set(g.node_ids.tolist())
+    assert Graph.from_edges(big, [1, 2, 3], [0.5, 0.4, 0.3]).node_ids.tolist() == g.node_ids.tolist()  # Python ints
+    p = tmp_path / f"e.{suffix}"
+    g.write(p)
+    h = Graph.read(p)
+    assert h.node_ids.dtype == np.uint64 and h.node_ids.tolist() == g.node_ids.tolist()
+    with pytest.raises(TypeError, match="negative ids and ids >= 2\\^63"):
+        Graph.from_edges([-1, 2], np.array([2**63, 3], dtype=np.uint64), [0.5, 0.4])
+
+
+@pytest.mark.parametrize("header", [None, True, False])
+def test_points_csv_header_detected_or_given_and_no_row_dropped(tmp_path, header):
+    # defect 2: a points file without a header lost its first point
+    from teraml.hac.graph import read_points
+
+    p = tmp_path / "pts.csv"
+    p.write_text("x,y\n1.0,2.0\n3.0,4.0\n" if header in (None, True) else "1.0,2.0\n3.0,4.0\n5,6\n")
+    X = read_points(p, header=header)
+    assert X.tolist() == ([[1.0, 2.0], [3.0, 4.0]] if header in (None, True) else [[1, 2], [3, 4], [5, 6]])
+    if header is False:
+        assert read_points(p).shape == (3, 2)          # detected: no header
+        p.write_text("x,y\n1.0,2.0\n")
+        with pytest.raises(TypeError, match="column 'f0' must be numeric"):
+            read_points(p, header=False)

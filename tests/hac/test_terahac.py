@@ -65,7 +65,7 @@ def test_q4_certificate_on_digits_and_er(eps, er_graph, digits_graph, replay):
         assert ct["max_goodness"] <= (1 + eps) * (1 + 1e-9)
         assert ct["min_greedy_ratio"] >= (1 - 1e-9) / (1 + eps)
         assert ct["max_root_w"] <= t / (1 + eps)                # active down to t/(1+eps) (pitfall 8)
-        assert mt.dendrogram_.similarity.min() > t / (1 + eps)  # and no merge below that line
+        assert mt.dendrogram_.similarity.min() >= t / (1 + eps)  # and no merge below that line
 
 
 @pytest.mark.parametrize("seed", range(6))
@@ -189,3 +189,48 @@ def test_affinity_levels_grow_partitions_within_the_cap_and_cut_rounds():
         assert adjusted_rand_score(labels, m.dendrogram_.cut(20)) == 1.0
         c = certify(g, m.dendrogram_, 0.1)
         assert c["max_goodness"] <= 1.1 * (1 + 1e-9)
+
+
+def test_a_merge_exactly_at_the_threshold_is_made_at_every_eps():
+    # defect 4: W = t merged at eps > 0 and by flatten(t), but not at eps = 0
+    g = Graph.from_edges([0, 2], [1, 3], [1.0, 1.0], n_nodes=4)
+    for eps in (0.0, 0.1, 1.0):
+        assert TeraHAC(threshold=1.0, epsilon=eps).fit(g).n_clusters_ == 2
+    d = exact_hac(g, threshold=1.0)
+    assert d.n_merges == 2 and d.flatten(1.0).max() + 1 == 2
+
+
+@pytest.mark.parametrize("eps", [0.0, 0.1, 0.5])
+def test_n_clusters_gives_exactly_that_many(eps, er_graph):
+    # defect 5: n_clusters=k gave far fewer clusters at eps > 0, and n_clusters = n gave n - 1
+    g = er_graph(300, 0.03, 7)
+    n_comp = TeraHAC(n_clusters=300, epsilon=eps).fit(g).n_connected_components_
+    for k in (n_comp, n_comp + 1, 10, 50, 299, 300):
+        if k >= n_comp:
+            assert TeraHAC(n_clusters=k, epsilon=eps).fit(g).n_clusters_ == k
+    lab = TeraHAC(n_clusters=300, epsilon=eps).fit(g).labels_
+    assert np.array_equal(lab, np.arange(300))
+
+
+def test_sklearn_attributes_and_the_dendrogram_recipe(digits_graph):
+    # defect 7: children_, distances_, n_leaves_, n_connected_components_ with scikit-learn's meaning
+    from scipy.cluster.hierarchy import dendrogram
+
+    g, _ = digits_graph
+    for kw in ({"n_clusters": 10}, {"threshold": 0.3}):
+        m = TeraHAC(**kw).fit(g)
+        n = g.n_nodes
+        assert m.children_.shape == (n - 1, 2) and m.distances_.shape == (n - 1,) and m.n_leaves_ == n
+        assert m.n_connected_components_ == 1
+        assert np.array_equal(np.sort(m.children_.ravel()), np.arange(2 * n - 2))   # every node used once
+        real = m.dendrogram_.n_merges
+        assert np.allclose(m.distances_[:real], 1 - m.dendrogram_.similarity)
+        counts = np.zeros(n - 1)
+        for i, merge in enumerate(m.children_):
+            counts[i] = sum(1 if c < n else counts[c - n] for c in merge)
+        assert counts[-1] == n
+        tree = dendrogram(np.column_stack([m.children_, m.distances_, counts]).astype(float), no_plot=True)
+        assert sorted(int(x) for x in tree["ivl"]) == list(range(n))
+    two = Graph.from_edges([0, 2], [1, 3], [0.5, 0.5], n_nodes=5)
+    m = TeraHAC(threshold=0.1).fit(two)
+    assert m.n_connected_components_ == 3 and m.children_.shape == (4, 2)

@@ -258,7 +258,12 @@ class AggregateRegressor(RegressorMixin, BaseEstimator):
     ``fit(X, y, *, bags=None)``: ``y`` is the bag aggregate repeated on every row of its bag (an
     :class:`~teraml.aggregate.AggregateRelease`'s ``.y``); bag id -1 drops a row (its y may be NaN);
     ``bags=None`` is one bag per row (ordinary regression). ``bags`` is routed as metadata:
-    ``est.set_fit_request(bags=True)`` makes ``GridSearchCV`` / ``cross_validate`` pass it.
+    ``est.set_fit_request(bags=True)`` makes ``GridSearchCV`` / ``cross_validate`` pass it, and then a
+    missing ``bags`` is an error. Cross-validate by whole bags with the bag ids as the groups::
+
+        sklearn.set_config(enable_metadata_routing=True)
+        est = AggregateRegressor().set_fit_request(bags=True)
+        cross_validate(est, X, release.y, cv=GroupKFold(5), params={"bags": release.bags, "groups": release.bags})
 
     Attributes: ``coef_``, ``intercept_``, ``rho_``, ``rho_grid_``, ``cv_scores_``, ``n_bags_``,
     ``n_iter_``, ``n_features_in_``.
@@ -391,6 +396,10 @@ class AggregateRegressor(RegressorMixin, BaseEstimator):
     def fit(self, X, y, *, bags=None):
         """Fit from bag aggregates ``y`` (constant within each bag) and bag ids ``bags``."""
         check_params(self, self._parameter_constraints)
+        if bags is None and self._bags_requested():
+            raise ValueError("bags is requested (set_fit_request(bags=True)) but was not passed, so every row would "
+                             "be its own bag; pass it with the data, e.g. cross_validate(est, X, y, cv=GroupKFold(), "
+                             "params={'bags': bags, 'groups': bags})")
         grid = _rho_grid(self.rho_grid)
         Z, ybar, ids, m = self._prepare(X, y, bags)
         bag = _Bagged(Z, ybar, ids, m)
@@ -430,6 +439,11 @@ class AggregateRegressor(RegressorMixin, BaseEstimator):
         from tqdm.auto import tqdm
 
         return tqdm(range(self.cv), desc="rho='auto' folds", disable=not self.verbose, leave=False)
+
+    def _bags_requested(self) -> bool:
+        """Whether metadata routing was told to pass ``bags`` to ``fit``."""
+        request = self._get_metadata_request().fit.requests.get("bags")
+        return request is True or isinstance(request, str)
 
     def _cv_scores(self, bag: _Bagged, grid, p):
         """Mean held-out criterion per grid value over ``cv`` folds of whole bags; also returns the

@@ -143,11 +143,18 @@ class PriorBoost(RegressorMixin, BaseEstimator):
     def fit(self, X, y=None, *, oracle=None):
         params = check_params(self, self._parameter_constraints)
         k, T = params["k"], params["n_rounds"]
-        if (y is None) == (oracle is None):
-            raise ValueError(f"pass exactly one of y or oracle; got {'both' if y is not None else 'neither'}")
+        if y is None and oracle is None:
+            raise ValueError("pass exactly one of y or oracle; got neither (PriorBoost requires y to be passed, but "
+                             "the target y is None)")
+        if y is not None and oracle is not None:
+            raise ValueError("pass exactly one of y or oracle; got both")
         if oracle is not None and self.mechanism is not None:
             raise ValueError("mechanism applies only with y; an oracle adds its own noise")
-        X = validate_data(self, X, accept_sparse=["csr"], dtype=np.float64)
+        if y is None:
+            X = validate_data(self, X, accept_sparse=["csr"], dtype=np.float64, ensure_min_samples=2)
+        else:
+            X, y = validate_data(self, X, y, accept_sparse=["csr"], dtype=np.float64, ensure_min_samples=2,
+                                 y_numeric=True, ensure_all_finite=True)
         n, d = X.shape
         if k > n:
             raise ValueError(f"k must be <= n_samples ({n}); got k={k}")
@@ -215,7 +222,7 @@ class PriorBoost(RegressorMixin, BaseEstimator):
                 # (with few bags per feature a bag-level prior is far better than rho=prior_rho). Later
                 # priors see curated bags, on which the criterion is biased: use prior_rho there.
                 rho_t = "auto" if (t == 0 and _n_bags(fit_bags) >= 2 * getattr(base, "cv", 5)) else self.prior_rho
-                prior = clone(base).set_params(rho=rho_t).fit(X, fit_y, bags=fit_bags)
+                prior = clone(base).set_params(rho=rho_t, **self._seed_for(base, rng)).fit(X, fit_y, bags=fit_bags)
                 model = prior
             else:
                 if self.resample == "disjoint" and T > 1:
@@ -235,6 +242,19 @@ class PriorBoost(RegressorMixin, BaseEstimator):
         self.ledger_ = ledger
         self.privacy_spent_ = ledger.total()
         return self
+
+    @staticmethod
+    def _seed_for(base, rng) -> dict:
+        """A seed for the prior's own randomness (rho="auto" folds) when it has none, so that a fixed
+        ``random_state`` makes the whole fit reproducible (taken without consuming ``rng``'s stream)."""
+        if base.get_params().get("random_state", 0) is not None:
+            return {}
+        return {"random_state": int(rng.spawn(1)[0].integers(2**31 - 1))}
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = True
+        return tags
 
     @staticmethod
     def _as_release(rel, bags):

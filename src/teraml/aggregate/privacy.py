@@ -169,31 +169,68 @@ class LabelDP:
 # ----------------------------------------------------------------------------------------- releases
 
 
+_BAG_IDS = "bags must hold integer or string ids (>= 0, or -1 to leave a row out)"
+
+
+def _id_kind(x) -> str | None:
+    if x is None:
+        return None
+    if isinstance(x, str):
+        return "str"
+    if isinstance(x, (int, np.integer)) and not isinstance(x, (bool, np.bool_)):
+        return "int"
+    return "float" if isinstance(x, (float, np.floating)) else type(x).__name__
+
+
+def _object_bag_ids(b: np.ndarray) -> np.ndarray:
+    """An object array of ids as int64, float64 or str; None and mixed kinds (1 and "1") are refused."""
+    vals = b.tolist()
+    kinds = [_id_kind(x) for x in vals]
+    if None in kinds:
+        raise ValueError(f"{_BAG_IDS}; got None at row {kinds.index(None)}")
+    distinct = sorted(set(kinds))
+    if len(distinct) > 1:
+        examples = " and ".join(repr(vals[kinds.index(k)]) for k in distinct)
+        raise ValueError(f"{_BAG_IDS}, all of one kind; got {examples}")
+    kind = distinct[0] if distinct else "int"
+    if kind not in ("int", "str", "float"):
+        raise ValueError(f"{_BAG_IDS}; got {kind} {vals[0]!r}")
+    return np.array(vals, dtype={"int": np.int64, "str": str, "float": np.float64}[kind])
+
+
 def normalize_bags(bags, n: int | None = None) -> tuple[np.ndarray, int]:
     """Map bag ids (ints >= 0 or strings; -1 leaves a row out) to 0..m-1 in sorted id order (O(n) for ints).
+
+    Ids are all integers or all strings; ``None`` and the string ``"-1"`` are refused (the integer -1 is
+    the one way to leave a row out).
 
     >>> normalize_bags(np.array([7, 7, -1, 3]))
     (array([ 1,  1, -1,  0]), 2)
     """
     b = np.asarray(bags)
     if b.ndim != 1:
-        raise ValueError(f"bags must hold integer or string ids (>= 0, or -1 to leave a row out); got {bags!r}")
+        raise ValueError(f"bags must be a 1-D array of ids (one per row); got shape {b.shape}")
     if n is not None and b.shape[0] != n:
         raise ValueError(f"bags must have one id per row ({n}); got {b.shape[0]}")
-    if b.dtype.kind in "US" or b.dtype == object:
-        vals = b.astype(str) if b.dtype != object else np.array([str(x) for x in b])
+    if b.dtype == object:
+        b = _object_bag_ids(b)
+    if b.dtype.kind in "US":
+        vals = b.astype(str)
+        if (vals == "-1").any():
+            raise ValueError(f"{_BAG_IDS}; got the string '-1' at row {int(np.flatnonzero(vals == '-1')[0])}: "
+                             "with string ids, leave a row out by giving it no bag, or use integer ids and -1")
         uniq, inv = np.unique(vals, return_inverse=True)
         return inv.astype(np.int64), int(uniq.size)
     if b.dtype.kind == "f":
         if not np.all(np.isfinite(b)) or np.any(b != np.round(b)):
             bad = float(b[~np.isfinite(b) | (b != np.round(b))][0])
-            raise ValueError(f"bags must hold integer or string ids (>= 0, or -1 to leave a row out); got {bad!r}")
+            raise ValueError(f"{_BAG_IDS}; got {bad!r}")
         b = b.astype(np.int64)
     elif b.dtype.kind not in "iu":
-        raise ValueError(f"bags must hold integer or string ids (>= 0, or -1 to leave a row out); got {bags!r}")
+        raise ValueError(f"{_BAG_IDS}; got dtype {b.dtype}")
     b = b.astype(np.int64, copy=False)
     if b.size and b.min() < -1:
-        raise ValueError(f"bags must hold integer or string ids (>= 0, or -1 to leave a row out); got {int(b[b < -1][0])!r}")
+        raise ValueError(f"{_BAG_IDS}; got {int(b[b < -1][0])!r}")
     keep = b >= 0
     if not keep.any():
         return np.full(b.shape, -1, dtype=np.int64), 0
@@ -339,6 +376,8 @@ class PrivacyLedger:
 class Aggregator:
     """Releases bag means of ``y`` (optionally under label DP) and keeps a :class:`PrivacyLedger`.
 
+    ``y`` may hold NaN on rows that are never released (bag id -1); a released row must be finite.
+
     A row may be released again only if every release involving it is noisy; otherwise the labels can
     be solved for from the stacked bag sums. ``allow_reaggregation=True`` overrides this, with a
     :class:`PrivacyWarning`, and the ledger records epsilon = inf. Calling the aggregator is
@@ -350,10 +389,7 @@ class Aggregator:
     """
 
     def __init__(self, y, *, mechanism=None, allow_reaggregation=False, random_state=None):
-        y = check_array("y", y, ndim=1, finite=False)
-        if not np.all(np.isfinite(y)):
-            raise ValueError(f"y must be finite on bagged rows; got {int((~np.isfinite(y)).sum())} non-finite values")
-        self.y = y
+        self.y = check_array("y", y, ndim=1, finite=False)   # finite where released: checked by release()
         self.mechanism = check_param("mechanism", mechanism, [InstanceOf(LabelDP), None])
         self.allow_reaggregation = check_bool("allow_reaggregation", allow_reaggregation)
         self._rng = check_random_state("random_state", random_state)
@@ -365,6 +401,9 @@ class Aggregator:
         n = self.y.shape[0]
         ids, m = normalize_bags(bags, n)
         keep = ids >= 0
+        bad = int((~np.isfinite(self.y[keep])).sum())
+        if bad:
+            raise ValueError(f"y must be finite on bagged rows; got {bad} non-finite values")
         led = self.ledger
         again = keep & (led._count > 0)
         if again.any():

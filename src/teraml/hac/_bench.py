@@ -446,8 +446,31 @@ def _section(res, quick) -> DemoSection:
     return sec
 
 
+def dendrogram_figure(model, title: str, p: int = 5):
+    """scikit-learn's dendrogram recipe on a fitted TeraHAC: subtree sizes from ``children_``, heights from
+    ``distances_``, drawn by scipy (the top ``p`` levels)."""
+    import matplotlib.pyplot as plt
+    from scipy.cluster.hierarchy import dendrogram
+
+    n = model.n_leaves_
+    counts = np.zeros(model.children_.shape[0])
+    for i, merge in enumerate(model.children_):
+        counts[i] = sum(1 if c < n else counts[c - n] for c in merge)
+    fig, ax = plt.subplots(figsize=(8, 4))
+    dendrogram(np.column_stack([model.children_, model.distances_, counts]).astype(float), truncate_mode="level",
+               p=p, ax=ax, color_threshold=None)
+    ax.set_ylabel("distance 1 - average similarity")
+    ax.set_xlabel("number of points in the node (or index of a point)")
+    ax.set_title(title)
+    return fig
+
+
 def demo(ctx: DemoContext) -> DemoSection:
     sec = run(quick=True, verbose=ctx.verbose)
+    g1, _, _ = d1_graph()
+    model = TeraHAC(n_clusters=10, epsilon=0.1).fit(g1)
+    sec.figures.append(("D1: the digits dendrogram (TeraHAC eps=0.1, top 5 levels)",
+                        dendrogram_figure(model, "digits 10-NN graph: TeraHAC dendrogram (top 5 levels)")))
     rows = sec.results["rows"]
     ex = [r for r in rows if r[0] == "D1" and r[1] == "exact_hac"][0]
     th = [r for r in rows if r[0] == "D1" and r[1] == "TeraHAC eps=0.1"][0]

@@ -26,7 +26,7 @@ from numba.typed import Dict, List
 __all__ = [
     "ULP_SLACK", "CSR", "Clusters", "Partitions", "RoundOutput", "MergeTable", "tie_ranks", "build_csr",
     "best_edges", "affinity_partition", "affinity_level", "subgraph_hac", "roots", "segment_sum",
-    "record_merges", "flatten_top",
+    "record_merges", "flatten_top", "greedy_merges",
 ]
 
 # Goodness is compared with (1 + eps) times this: a merged cluster's W(c, x) = (S(a,x) + S(b,x)) / (n_c n_x)
@@ -100,7 +100,7 @@ class _Work(NamedTuple):
     part: np.ndarray     # cluster id -> partition key
     size: np.ndarray     # frozen sizes of every id (neighbours outside the partition)
     key: int             # this partition's key
-    prune: float         # edges with W <= prune never merge
+    prune: float         # edges with W < prune never merge
 
 
 # ------------------------------------------------------------------------------------------------ ranks
@@ -252,10 +252,11 @@ def _bhat(w, i):
 
 @njit(cache=True, nogil=True, inline="always")
 def _node_key(w, i, u):
-    """The smallest (g^, a, b) over u's alive in-partition edges with W > prune (a < b); a = -1 if u has
+    """The smallest (g^, a, b) over u's alive in-partition edges with W >= prune (a < b); a = -1 if u has
     none. (S, the sizes and M enter through commutative IEEE operations, so either end computes the same
-    g^.) Edges at or below the prune line t/(1+eps) never merge: the dendrogram stops there, as exact HAC
-    stops at t."""
+    g^.) Edges below the prune line t/(1+eps) never merge: the dendrogram stops there, as exact HAC stops
+    below t (a merge at exactly t is made, the rule of flattening: a leaf joins its highest ancestor of
+    similarity >= t)."""
     bg = np.inf
     ba = -1
     bb = -1
@@ -267,7 +268,7 @@ def _node_key(w, i, u):
             j = w.loc[x]
             if w.alive[j]:
                 v = s / (nu * np.float64(w.n_loc[j]))
-                if not v > w.prune:
+                if v < w.prune:
                     continue
                 den = min(v, mu, w.m_loc[j])
                 g = max(bu, w.Bh[j]) / den if den > 0 else np.inf
@@ -577,6 +578,39 @@ def flatten_top(n, left, right, sim, t):
     for u in range(n):
         out[u] = top[u] if top[u] >= 0 else u
     return out
+
+
+@njit(cache=True, nogil=True)
+def greedy_merges(n, left, right, sim, n_apply):
+    """Which merges to keep for a cut into exactly n - n_apply clusters: apply ``n_apply`` merges, each time the
+    available one (both children already formed) of largest similarity (ties: earlier merge). For a monotone
+    dendrogram this is simply the first ``n_apply`` merges by similarity; for a non-monotone (1+eps) one it
+    never applies a merge before its children. Returns a bool mask over the merges."""
+    m = left.size
+    parent = np.full(n + m, -1, dtype=np.int64)
+    pending = np.zeros(m, dtype=np.int64)
+    for i in range(m):
+        parent[left[i]] = i
+        parent[right[i]] = i
+        pending[i] = (left[i] >= n) + (right[i] >= n)
+    heap = [(0.0, np.int64(0))]
+    heap.pop()
+    for i in range(m):
+        if pending[i] == 0:
+            heap.append((-sim[i], np.int64(i)))
+    heapq.heapify(heap)
+    applied = np.zeros(m, dtype=np.bool_)
+    done = 0
+    while done < n_apply and len(heap) > 0:
+        _, i = heapq.heappop(heap)
+        applied[i] = True
+        done += 1
+        p = parent[n + i]
+        if p >= 0:
+            pending[p] -= 1
+            if pending[p] == 0:
+                heapq.heappush(heap, (-sim[p], p))
+    return applied
 
 
 @njit(cache=True, nogil=True)

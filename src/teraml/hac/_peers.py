@@ -40,7 +40,7 @@ def _canonical(graph: Graph):
 
 
 def rac_graph(graph: Graph, threshold: float = 0.0, max_rounds: int = 10**7):
-    """RAC on a similarity graph: each round merges every reciprocal-best pair with W > threshold.
+    """RAC on a similarity graph: each round merges every reciprocal-best pair with W >= threshold.
 
     Returns ``(Dendrogram, n_rounds)``; the merges equal exact average linkage when there are no ties.
     """
@@ -53,7 +53,7 @@ def rac_graph(graph: Graph, threshold: float = 0.0, max_rounds: int = 10**7):
     rounds = 0
     while rounds < max_rounds:
         best, B = best_edges(build_csr(src, dst, S, n), size)
-        u = np.flatnonzero((best >= 0) & (B > threshold))
+        u = np.flatnonzero((best >= 0) & (B >= threshold) & (B > 0))
         mutual = u[(best[best[u]] == u) & (u < best[u])]
         if mutual.size == 0:
             break

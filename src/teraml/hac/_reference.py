@@ -7,7 +7,7 @@ Both functions here take one partition as plain dicts, with the same signature:
   they count in B, never merge);
 * ``size`` / ``M``: per-cluster dicts covering members and neighbours (M = +inf for a singleton);
 * ``eps``: merge while the goodness g = max(B(a), B(b)) / min(W(a, b), M(a), M(b)) <= 1 + eps;
-* ``prune``: edges with W <= prune never merge.
+* ``prune``: edges with W < prune never merge.
 
 :func:`subgraph_hac_naive` recomputes every B and g after each merge and merges the smallest (g, a, b);
 :func:`subgraph_hac_dicts` runs the fast kernel (lazy size announcements, a node-level priority queue) on
@@ -51,7 +51,7 @@ def subgraph_hac_naive(members, adj, size, M, eps, prune=0.0):
         best = None
         for a in sorted(alive):
             for b in S[a]:
-                if b in alive and a < b and W(a, b) > prune:
+                if b in alive and a < b and W(a, b) >= prune:
                     w = W(a, b)
                     den = min(w, m[a], m[b])
                     g = max(B[a], B[b]) / den if den > 0 else math.inf

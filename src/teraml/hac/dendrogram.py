@@ -18,7 +18,7 @@ from collections import deque
 import numpy as np
 
 from teraml._validation import check_choice, check_int
-from teraml.hac._kernels import flatten_top
+from teraml.hac._kernels import flatten_top, greedy_merges
 
 __all__ = ["Dendrogram"]
 
@@ -70,25 +70,24 @@ class Dendrogram:
         return self.n_leaves - self.n_merges
 
     def cut(self, n_clusters) -> np.ndarray:
-        """The flat clustering at the largest merge similarity that gives at most ``n_clusters`` clusters."""
-        k = check_int("n_clusters", n_clusters, min_value=1, sep=", ")
+        """Exactly ``n_clusters`` flat clusters (0..k-1 ordered by smallest leaf), as scikit-learn cuts.
+
+        Cut by merges, not by a similarity level: keep n - k merges, each time the available merge (both
+        children formed) of largest similarity, so the count is exact even when a (1+eps)-approximate
+        dendrogram is non-monotone and no similarity level gives k clusters. For a monotone dendrogram
+        this equals cutting at a level. A forest of more than ``n_clusters`` trees gives its trees, with a
+        warning. ``n_clusters`` may not exceed the number of leaves.
+
+        >>> Dendrogram(4, [0, 2, 4], [1, 3, 5], [0.9, 0.8, 0.1]).cut(3).tolist()
+        [0, 0, 1, 2]
+        """
+        k = check_int("n_clusters", n_clusters, min_value=1, max_value=max(1, self.n_leaves), sep=", ")
         if self.n_components() > k:
             warnings.warn(f"the dendrogram is a forest of {self.n_components()} trees, more than n_clusters={k}; "
                           "returning its components", UserWarning, stacklevel=2)
             return self.flatten(-np.inf)
-        # the cluster count is non-increasing as the threshold falls (subtree semantics), so bisect over
-        # the distinct merge similarities for the largest one giving <= k clusters
-        ts = np.unique(self.similarity)[::-1]
-        lo, hi = 0, ts.size - 1
-        if ts.size == 0 or self.flatten(ts[-1]).max() + 1 > k:
-            return self.flatten(-np.inf)
-        while lo < hi:
-            mid = (lo + hi) // 2
-            if self.flatten(ts[mid]).max() + 1 <= k:
-                hi = mid
-            else:
-                lo = mid + 1
-        return self.flatten(ts[lo])
+        keep = greedy_merges(self.n_leaves, self.left, self.right, self.similarity, self.n_leaves - k)
+        return self._labels_from_top(flatten_top(self.n_leaves, self.left, self.right, keep.astype(np.float64), 0.5))
 
     def is_monotone(self) -> bool:
         """True iff no merge is more similar than a merge below it."""
@@ -148,7 +147,8 @@ class Dendrogram:
             import pyarrow.parquet as pq
 
             ids = self.node_ids.tolist()
-            meta = {"teraml.dendrogram": json.dumps({"n_leaves": self.n_leaves, "node_ids": ids})}
+            meta = {"teraml.dendrogram": json.dumps({"n_leaves": self.n_leaves, "node_ids": ids,
+                                                     "node_ids_dtype": self.node_ids.dtype.str})}
             table = pa.table({c: getattr(self, c) for c in self._COLUMNS}).replace_schema_metadata(meta)
             pq.write_table(table, path)
             return
@@ -169,7 +169,8 @@ class Dendrogram:
             table = pq.read_table(path)
             meta = json.loads(table.schema.metadata[b"teraml.dendrogram"])
             cols = {c: table.column(c).to_numpy() for c in cls._COLUMNS}
+            node_ids = np.array(meta["node_ids"], dtype=meta.get("node_ids_dtype"))   # uint64 ids stay exact
             return cls(int(meta["n_leaves"]), cols["left"], cols["right"], cols["similarity"], cols["size"],
-                       cols["round"], np.asarray(meta["node_ids"]))
+                       cols["round"], node_ids)
         z = np.load(path, allow_pickle=False)
         return cls(int(z["n_leaves"]), z["left"], z["right"], z["similarity"], z["size"], z["round"], z["node_ids"])

@@ -3,7 +3,8 @@
 W(A, B) = S(A, B) / (|A| |B|), where S sums the edge weights between the clusters and a missing pair
 counts as similarity 0 (all |A||B| pairs are averaged, unlike scikit-learn's connectivity-constrained
 "average", which averages connected pairs only). Repeatedly merge the pair with the largest W (ties: the
-pair of smaller cluster ids) while W > threshold. Sums are float64, sizes int64. A max-heap with lazy
+pair of smaller cluster ids) while W >= threshold (so flattening at the threshold, where a leaf joins its
+highest ancestor of similarity >= t, sees every merge made). Sums are float64, sizes int64. A max-heap with lazy
 invalidation gives O(m log n) heap operations; adjacency maps merge smaller-into-larger.
 
 >>> import numpy as np
@@ -26,7 +27,7 @@ __all__ = ["exact_hac"]
 
 
 def exact_hac(graph, threshold=0.0) -> Dendrogram:
-    """Exact average-linkage HAC of a :class:`Graph` (merges while the best similarity exceeds ``threshold``).
+    """Exact average-linkage HAC of a :class:`Graph` (merges while the best similarity is >= ``threshold``).
 
     Cluster ids are the smallest leaf in the cluster; ties in W go to the lexicographically smallest
     (id, id) pair. The dendrogram numbers merge i as node n + i.
@@ -54,7 +55,7 @@ def exact_hac(graph, threshold=0.0) -> Dendrogram:
         if not (alive[a] and alive[b]) or version[a] != va or version[b] != vb:
             continue
         w = -negw
-        if w <= threshold:
+        if w < threshold:
             break
         c, o = (a, b) if a < b else (b, a)          # the merged cluster keeps the smaller id
         left.append(node[a])

@@ -62,14 +62,42 @@ def _check_weights(weight) -> np.ndarray:
     return w
 
 
+_INT64_MAX = np.iinfo(np.int64).max
+
+
+def _common_int(*arrays: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Integer id arrays in one dtype: int64, or uint64 when an id is >= 2^63 (never wrapped)."""
+    big = any(a.size and (a.dtype == object or a.dtype.kind == "u") and a.max() > _INT64_MAX for a in arrays)
+    if not big:
+        return tuple(a.astype(np.int64) for a in arrays)
+    if any(a.size and a.min() < 0 for a in arrays):
+        raise TypeError("node ids must fit one integer type; got negative ids and ids >= 2^63")
+    try:
+        return tuple(a.astype(np.uint64) for a in arrays)
+    except OverflowError:
+        raise TypeError("node ids must be integers below 2^64 (or strings)") from None
+
+
+def _as_ids(x) -> np.ndarray:
+    """An id array; a list of Python ints beyond int64 stays exact (numpy alone would make it float64)."""
+    a = np.asarray(x)
+    if a.dtype.kind == "f" and not isinstance(x, np.ndarray):
+        o = np.asarray(x, dtype=object)
+        if o.ndim == 1 and all(type(v) is int for v in o.tolist()):
+            return o
+    return a
+
+
 def _node_index(src, dst, n_nodes):
     """Dense ids for the endpoint arrays; returns (src_idx, dst_idx, node_ids)."""
-    s, d = np.asarray(src), np.asarray(dst)
+    s, d = _as_ids(src), _as_ids(dst)
     if s.shape != d.shape or s.ndim != 1:
         raise ValueError(f"src and dst must be 1-D of the same length; got shapes {s.shape} and {d.shape}")
+    if s.dtype.kind in "iu" and d.dtype.kind in "iu" and s.dtype != d.dtype:
+        s, d = _common_int(s, d)   # np.concatenate of int64 and uint64 would give float64
     both = np.concatenate([s, d])
     if both.dtype.kind in "iu":
-        ids = both.astype(np.int64)
+        ids = _common_int(both)[0]
     elif both.dtype.kind == "f":
         frac = both[both != np.round(both)] if both.size else both
         if frac.size or not np.all(np.isfinite(both)):
@@ -81,7 +109,7 @@ def _node_index(src, dst, n_nodes):
         if kinds <= {str}:
             ids = both.astype(str)
         elif kinds <= {int}:
-            ids = both.astype(np.int64)
+            ids = _common_int(np.array(both.tolist(), dtype=object))[0]
         else:
             bad = next(x for x in both.tolist() if not isinstance(x, str))
             raise TypeError(f"node ids must be all integers or all strings, got {type(bad).__name__} {bad!r}")
@@ -89,7 +117,7 @@ def _node_index(src, dst, n_nodes):
         raise TypeError(f"node ids must be all integers or all strings, got dtype {both.dtype}")
     if n_nodes is not None:
         n_nodes = check_int("n_nodes", n_nodes, min_value=1, sep=", ")
-        if ids.dtype.kind != "i":
+        if ids.dtype.kind not in "iu":
             raise TypeError("node ids must be integers when n_nodes is given")
         if ids.size and (ids.min() < 0 or ids.max() >= n_nodes):
             raise ValueError(f"node ids must be in [0, n_nodes={n_nodes}), got {'max ' + str(ids.max()) if ids.max() >= n_nodes else 'min ' + str(ids.min())}")
@@ -268,43 +296,176 @@ class Graph:
 
     @classmethod
     def read(cls, path, *, format=None, columns=("src", "dst", "weight"), duplicates="max") -> Graph:
-        """Read an edge list (CSV with a header, or Parquet) with the given column names."""
+        r"""Read an edge list (CSV with a header, or Parquet) with the given column names.
+
+        CSV is read by pyarrow (multithreaded; a UTF-8 byte-order mark, quoting and blank lines are handled).
+        Ids are read as written: integers (int64, or uint64 up to 2^64 - 1) when every id of both columns is
+        one, else strings. A short or malformed row is a ``ValueError`` naming its line, a missing value in
+        any column one naming its row (rows count from 0, after the header).
+
+        >>> import tempfile, os
+        >>> path = os.path.join(tempfile.mkdtemp(), "edges.csv")
+        >>> _ = open(path, "w").write("src,dst,weight\n\na,b,0.5\nb,c,0.25\n")
+        >>> Graph.read(path).node_ids.tolist()
+        ['a', 'b', 'c']
+        """
         fmt = cls._format(path, format)
         name = Path(path).name
-        if fmt == "csv":
-            with open(path, newline="") as fh:
-                rd = csv.reader(fh)
-                header = next(rd, [])
-                data = list(rd)
-            for c in columns:
-                if c not in header:
-                    raise ValueError(f"{name} lacks column {c!r}; found {header}; pass columns=/--weight-col")
-            idx = [header.index(c) for c in columns]
-            cols = [[row[i] for row in data] for i in idx]
-
-            def ids(v):
-                try:
-                    return np.array([int(x) for x in v], dtype=np.int64)
-                except ValueError:
-                    return np.array(v, dtype=str)
-
-            weight = []
-            for i, x in enumerate(cols[2]):
-                if x.strip() == "":
-                    weight.append(None)
-                else:
-                    try:
-                        weight.append(float(x))
-                    except ValueError:
-                        raise TypeError(f"weight must be numeric, got dtype string (row {i}: {x!r})") from None
-            return cls.from_edges(ids(cols[0]), ids(cols[1]), np.array(weight, dtype=object), duplicates=duplicates)
-        pa, pq = _pyarrow()
-        table = pq.read_table(path)
+        table = _read_csv(path, columns[:2]) if fmt == "csv" else _pyarrow()[1].read_table(path)
         for c in columns:
             if c not in table.column_names:
                 raise ValueError(f"{name} lacks column {c!r}; found {table.column_names}; pass columns=/--weight-col")
-        s, d, w = (table.column(c).to_numpy(zero_copy_only=False) for c in columns)
-        return cls.from_edges(s, d, w, duplicates=duplicates)
+        src, dst = _id_columns(table.column(columns[0]), table.column(columns[1]), columns[:2])
+        return cls.from_edges(src, dst, _weight_column(table.column(columns[2])), duplicates=duplicates)
+
+
+def _read_csv(path, string_columns=(), header=True):
+    """A CSV file as a pyarrow table (``string_columns`` read as text); bad rows raise ValueError with a line."""
+    pa, _ = _pyarrow()
+    import pyarrow.csv as pcsv
+
+    name = Path(path).name
+    bad = []
+
+    def on_invalid_row(row):
+        bad.append(row)
+        return "error"
+
+    def read(use_threads):
+        return pcsv.read_csv(
+            path,
+            read_options=pcsv.ReadOptions(autogenerate_column_names=not header, use_threads=use_threads),
+            parse_options=pcsv.ParseOptions(invalid_row_handler=on_invalid_row),
+            convert_options=pcsv.ConvertOptions(column_types={c: pa.string() for c in string_columns},
+                                                strings_can_be_null=True),
+        )
+
+    try:
+        return read(True)
+    except pa.ArrowInvalid as exc:
+        if bad and bad[0].number is None:  # threads do not know row numbers: find it again in one thread
+            bad.clear()
+            try:
+                read(False)
+            except pa.ArrowInvalid:
+                pass
+        if bad:
+            row = bad[0]
+            where = f"line {_line_of_row(path, row.number)}" if row.number is not None else "a row"
+            raise ValueError(f"{name}: {where} has {row.actual_columns} fields, expected {row.expected_columns}: "
+                             f"{row.text!r}") from None
+        if "Empty CSV file" in str(exc):
+            raise ValueError(f"{name} is empty") from None
+        raise ValueError(f"{name} is not a readable CSV file: {exc}") from None
+
+
+def _line_of_row(path, number: int) -> int:
+    """The physical line (1-based) of pyarrow's row ``number`` (1-based, blank lines not counted)."""
+    seen = 0
+    with open(path, "rb") as fh:
+        for line_no, line in enumerate(fh, 1):
+            if line.strip():
+                seen += 1
+                if seen == number:
+                    return line_no
+    return number
+
+
+def _first_null(column) -> int:
+    import pyarrow.compute as pc
+
+    return int(pc.index(pc.is_null(column), True).as_py())
+
+
+def _id_columns(src, dst, names):
+    """Endpoint columns of a table as numpy ids: int64, uint64 (ids >= 2^63) or str, the same for both."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    for name, col in zip(names, (src, dst)):
+        if col.null_count:
+            raise ValueError(f"{name} has {col.null_count} missing values (first at row {_first_null(col)})")
+    cols = [src, dst]
+    if all(pa.types.is_string(c.type) or pa.types.is_large_string(c.type) for c in cols):
+        cols = [pc.utf8_trim_whitespace(c) for c in cols]
+        for target in (pa.int64(), pa.uint64()):
+            try:
+                return tuple(pc.cast(c, target).to_numpy() for c in cols)
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+                continue
+        return tuple(np.asarray(c.to_numpy(zero_copy_only=False), dtype=str) for c in cols)
+    return tuple(c.to_numpy(zero_copy_only=False) for c in cols)
+
+
+def _weight_column(col) -> np.ndarray:
+    """The weight column as float64 (missing values and text are errors naming the row)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if col.null_count:
+        raise ValueError(f"weight has {col.null_count} missing values (first at row {_first_null(col)})")
+    if not (pa.types.is_integer(col.type) or pa.types.is_floating(col.type) or pa.types.is_boolean(col.type)):
+        values = col.to_pylist()
+        for i, x in enumerate(values):
+            try:
+                float(x)
+            except (TypeError, ValueError):
+                raise TypeError(f"weight must be numeric, got dtype string (row {i}: {x!r})") from None
+        return np.asarray(values, dtype=np.float64)
+    return pc.cast(col, pa.float64()).to_numpy()
+
+
+def read_points(path, *, header=None) -> np.ndarray:
+    r"""Points for :meth:`Graph.from_points` from ``.npy``, ``.parquet`` or CSV (every column a coordinate).
+
+    A CSV header is detected (a first line with a field that is not a number) unless ``header`` is True or
+    False; no row is ever dropped silently.
+
+    >>> import tempfile, os
+    >>> path = os.path.join(tempfile.mkdtemp(), "points.csv")
+    >>> _ = open(path, "w").write("1.0,2.0\n3.0,4.0\n")
+    >>> read_points(path).tolist()
+    [[1.0, 2.0], [3.0, 4.0]]
+    """
+    path = Path(path)
+    if path.suffix == ".npy":
+        return np.load(path, allow_pickle=False)
+    if path.suffix == ".parquet":
+        table = _pyarrow()[1].read_table(path)
+    else:
+        if header is None:
+            header = _has_header(path)
+        table = _read_csv(path, header=bool(header))
+    for name in table.column_names:
+        col = table.column(name)
+        if col.null_count:
+            raise ValueError(f"{path.name}: column {name!r} has {col.null_count} missing values "
+                             f"(first at row {_first_null(col)})")
+        if not _is_numeric_type(col.type):
+            raise TypeError(f"{path.name}: column {name!r} must be numeric, got {col.type}; a header line needs "
+                            "--header (or header=True)")
+    return np.column_stack([table.column(c).to_numpy(zero_copy_only=False) for c in table.column_names]
+                           ).astype(np.float64)
+
+
+def _is_numeric_type(t) -> bool:
+    import pyarrow as pa
+
+    return pa.types.is_integer(t) or pa.types.is_floating(t)
+
+
+def _has_header(path) -> bool:
+    """True when the first non-blank line of a CSV file has a field that is not a number."""
+    with open(path, encoding="utf-8-sig") as fh:
+        for line in fh:
+            if line.strip():
+                for field in line.strip().split(","):
+                    try:
+                        float(field)
+                    except ValueError:
+                        return True
+                return False
+    return False
 
 
 def _pyarrow():

@@ -30,7 +30,9 @@ from __future__ import annotations
 import logging
 import warnings
 
+import numpy as np
 import scipy.sparse as sp
+from scipy.sparse.csgraph import connected_components
 from sklearn.base import BaseEstimator, ClusterMixin
 from sklearn.exceptions import ConvergenceWarning
 
@@ -82,9 +84,12 @@ class TeraHAC(ClusterMixin, BaseEstimator):
     Parameters
     ----------
     threshold : float >= 0 or None
-        Stop merging below this similarity and cut there (exactly one of threshold / n_clusters).
+        Merge down to this similarity and cut there (exactly one of threshold / n_clusters): a leaf joins its
+        highest ancestor of similarity >= t, and the run stays active while some W >= t / (1 + eps), so a
+        merge exactly at t is made at every eps.
     n_clusters : int or None
-        Run to the end (t = 0) and cut the dendrogram into at most this many clusters.
+        Run to the end (t = 0) and cut into exactly this many clusters (:meth:`Dendrogram.cut`; fewer only
+        when the graph has more connected components, with a warning).
     epsilon : float >= 0, default 0.1. 0 gives exact average linkage.
     engine : "local" (the only engine built so far) or an object implementing
         :class:`teraml.hac.engines.Engine` (used as given; ``n_jobs`` then does not apply).
@@ -103,7 +108,16 @@ class TeraHAC(ClusterMixin, BaseEstimator):
     verbose : bool. A progress bar per round (logger ``teraml.hac`` logs each round too).
 
     Fitted: ``labels_`` (clusters 0..k-1 ordered by smallest node), ``n_clusters_``, ``dendrogram_``,
-    ``n_rounds_``, ``round_stats_``, ``node_ids_``, ``threshold_``.
+    ``n_rounds_``, ``round_stats_``, ``node_ids_``, ``threshold_``, and scikit-learn's
+    ``AgglomerativeClustering`` attributes: ``children_`` (n - 1, 2) and ``distances_`` (n - 1,) of the full
+    tree (distance 1 - similarity, or 1 / similarity when a similarity exceeds 1; the trees of a forest are
+    joined by extra merges at the largest distance + 1, so scipy's ``dendrogram`` draws them),
+    ``n_leaves_`` and ``n_connected_components_`` (of the graph).
+
+    Example: scikit-learn's dendrogram recipe works as is::
+
+        counts = ...  # subtree sizes from children_, as in scikit-learn's example
+        scipy.cluster.hierarchy.dendrogram(np.column_stack([model.children_, model.distances_, counts]))
     """
 
     def __init__(self, threshold=None, *, n_clusters=None, epsilon=0.1, engine="local", partitioner="affinity",
@@ -169,4 +183,12 @@ class TeraHAC(ClusterMixin, BaseEstimator):
         self.n_rounds_ = len(stats)
         self.round_stats_ = stats
         self.node_ids_ = g.node_ids
+        self.n_leaves_ = n
+        self.n_connected_components_ = int(connected_components(g.to_sparse(), directed=False)[0])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)   # a (1+eps) tree may be non-monotone: drawn as is
+            big = d.n_merges and float(d.similarity.max()) > 1.0
+            Z = d.to_linkage("reciprocal" if big else "one_minus")
+        self.children_ = Z[:, :2].astype(np.intp)
+        self.distances_ = Z[:, 2].copy()
         return self

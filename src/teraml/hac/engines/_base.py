@@ -6,8 +6,8 @@ it. Engines that honour the determinism rules below give bit-identical merge tab
 and seed:
 
 * cluster ids are the ranks given to :meth:`Engine.load`; every tie goes to the smaller id;
-* a round: each active cluster's best neighbour and B (best W over *all* neighbours), active iff
-  B > prune; size-capped affinity partitions (``affinity_levels`` levels); SubgraphHAC on every partition
+* a round: each active cluster's best neighbour and B (best W over *all* neighbours), active iff it has
+  a neighbour and B >= prune; size-capped affinity partitions (``affinity_levels`` levels); SubgraphHAC on every partition
   of >= 2 clusters; contraction summing parallel edges left to right in ascending (old src, old dst);
 * merges are numbered in (round, partition key, sequence) order; merge row r is dendrogram node
   n + r, and a cluster's first dendrogram node is the leaf of the node whose rank it is.
@@ -45,15 +45,15 @@ class Engine(Protocol):
     def run_round(self, rnd: int, prune: float, epsilon: float, cap: int, partitioner: str,
                   levels: int = 1) -> RoundStats | None:
         """Run one round and contract; return its :data:`RoundStats`, or None (and change nothing) when no
-        cluster has B > ``prune``.
+        cluster has a neighbour with W >= ``prune``.
 
-        ``prune``: edges of W <= prune never merge (t / (1 + epsilon)); ``cap``: the most clusters in one
+        ``prune``: edges of W < prune never merge (t / (1 + epsilon)); ``cap``: the most clusters in one
         partition; ``partitioner``: ``"affinity"`` or ``"single"`` (all active clusters in one partition);
         ``levels``: affinity levels (1: sets along best edges only). A round that merges nothing is a bug:
         raise ``RuntimeError``."""
 
     def n_active(self, prune: float) -> int:
-        """The number of clusters whose best similarity B exceeds ``prune`` (0 when the driver may stop)."""
+        """The number of clusters with a neighbour and best similarity B >= ``prune`` (0: nothing left)."""
 
     def result(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """The merges so far as ``(left, right, similarity, size, round)`` arrays in merge order."""

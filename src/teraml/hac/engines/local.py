@@ -85,12 +85,12 @@ class LocalEngine:
         self.n_done = 0
 
     def n_active(self, prune) -> int:
-        """Clusters whose best similarity exceeds ``prune``."""
+        """Clusters with a neighbour and best similarity B >= ``prune``."""
         _, B = best_edges(build_csr(self.src, self.dst, self.S, self.n), self.clusters.size)
-        return int(np.count_nonzero(B > prune))
+        return int(np.count_nonzero((B >= prune) & (B > 0)))
 
     def run_round(self, rnd, prune, epsilon, cap, partitioner, levels=1):
-        """One round; returns its stats dict, or None when no cluster is active (B <= prune).
+        """One round; returns its stats dict, or None when no cluster is active (B >= prune, B > 0).
 
         ``levels``: affinity levels of the partition (1: sets along best edges only, as the reference; each
         further level joins every set to the set across its heaviest outgoing edge, within ``cap``)."""
@@ -100,7 +100,7 @@ class LocalEngine:
         n_edges = int(self.src.size)
         csr = build_csr(self.src, self.dst, self.S, n)
         best, B = best_edges(csr, size)
-        active = np.flatnonzero(B > prune)
+        active = np.flatnonzero((B >= prune) & (B > 0))
         if active.size == 0:
             return None
         if partitioner == "single":
