@@ -184,7 +184,11 @@ class TeraHAC(ClusterMixin, BaseEstimator):
         self.round_stats_ = stats
         self.node_ids_ = g.node_ids
         self.n_leaves_ = n
-        self.n_connected_components_ = int(connected_components(g.to_sparse(), directed=False)[0])
+        if t == 0.0 and len(stats) < p["max_rounds"]:   # a complete run to t = 0 makes one tree per component
+            self.n_connected_components_ = n - d.n_merges
+        else:
+            adj = sp.coo_array((np.ones(g.n_edges, dtype=np.int8), (g.src, g.dst)), shape=(n, n))
+            self.n_connected_components_ = int(connected_components(adj, directed=False)[0])
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)   # a (1+eps) tree may be non-monotone: drawn as is
             big = d.n_merges and float(d.similarity.max()) > 1.0
