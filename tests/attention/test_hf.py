@@ -165,7 +165,7 @@ def test_registration_validation():
     assert register_hyper_attention(next(_names), layers=(0, 2)).layers == frozenset({0, 2})
     with pytest.raises(ValueError, match=r"lsh_num_projs must be an int in \[1, 16\]; got 0"):
         register_hyper_attention(next(_names), lsh_num_projs=0)
-    with pytest.raises(ValueError, match="name must be a new non-empty attn_implementation name; got 'sdpa'"):
+    with pytest.raises(ValueError, match="name must be a new attn_implementation name; got 'sdpa', one of transformers' own"):
         register_hyper_attention("sdpa")
 
 
@@ -182,3 +182,44 @@ def test_import_error_message(monkeypatch):
     monkeypatch.setattr(builtins, "__import__", fake)
     with pytest.raises(ImportError, match=r"register_hyper_attention needs transformers>=5.0: pip install 'teraml\[hf\]'"):
         register_hyper_attention("x")
+
+
+def test_reset_makes_the_same_forward_give_the_same_logits(model):
+    x = ids(1024)
+    reg = register_hyper_attention(next(_names), min_seq_len=128, block_size=64, sample_size=64, seed=3)
+    model.set_attn_implementation(reg.name)
+    try:
+        with torch.no_grad():
+            a = model(x).logits
+            b = model(x).logits            # the generators advanced: another sample draw
+            reg.reset()
+            c = model(x).logits
+            reg.reset()
+            d = model(x).logits
+    finally:
+        model.set_attn_implementation("sdpa")
+    assert not torch.equal(a, b) and torch.equal(a, c) and torch.equal(c, d)
+
+
+def test_training_after_evaluation_under_inference_mode():
+    m = tiny_llama(seed=1)
+    reg = register_hyper_attention(next(_names), min_seq_len=128, block_size=64, sample_size=32)
+    m.set_attn_implementation(reg.name)
+    x = ids(512)
+    with torch.inference_mode():
+        m(x)                                # evaluation first: caches the per-layer projections
+    m.train()
+    loss = m(x, labels=x).loss              # raised "Inference tensors cannot be saved for backward"
+    loss.backward()
+    assert reg.counts["hyper"] == 4 and all(p.grad is not None for p in m.parameters() if p.requires_grad)
+
+
+def test_registration_refuses_transformers_names_and_silent_replacement():
+    for own in ("flex_attention", "paged|sdpa", "flash_attention_2"):
+        with pytest.raises(ValueError, match="one of transformers' own"):
+            register_hyper_attention(own)
+    name = next(_names)
+    register_hyper_attention(name)
+    with pytest.raises(ValueError, match=f"name '{name}' is already registered by register_hyper_attention"):
+        register_hyper_attention(name)
+    assert register_hyper_attention(name, replace=True, min_seq_len=999).min_seq_len == 999

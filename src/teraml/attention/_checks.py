@@ -14,12 +14,11 @@ from teraml._validation import (
     check_instance,
     check_int,
     check_tensor,
-    describe,
     type_name,
 )
 from teraml.attention.lsh import BUCKET_ORDERS
 
-__all__ = ["check_sdpa_inputs", "check_hyper_params", "check_scale", "check_no_mask_or_dropout",
+__all__ = ["check_sdpa_tensors", "check_sdpa_shapes", "check_hyper_params", "check_scale", "check_mask_and_dropout",
            "check_projections", "check_generator"]
 
 
@@ -28,12 +27,16 @@ def _equal(what: str, got: int, expected: int, of: str) -> None:
         raise ValueError(f"{what} must equal {of}: expected {expected}, got {got}")
 
 
-def check_sdpa_inputs(query, key, value, enable_gqa: bool, is_causal: bool) -> None:
-    """query (B, H, L, E) or (B, L, E); key, value (B, H_kv, S, E) and (B, H_kv, S, E_v), as SDPA."""
+def check_sdpa_tensors(query, key, value) -> None:
+    """query, key and value are floating-point tensors."""
     for name, t in (("query", query), ("key", key), ("value", value)):
         check_tensor(name, t, floating=False)
     for name, t in (("query", query), ("key", key), ("value", value)):
         check_tensor(name, t)
+
+
+def check_sdpa_shapes(query, key, value, enable_gqa: bool) -> None:
+    """query (B, H, L, E) or (B, L, E); key, value (B, H_kv, S, E) and (B, H_kv, S, E_v), as SDPA."""
     nd = (query.ndim, key.ndim, value.ndim)
     if len(set(nd)) != 1 or nd[0] not in (3, 4):
         raise ValueError(
@@ -59,16 +62,10 @@ def check_sdpa_inputs(query, key, value, enable_gqa: bool, is_causal: bool) -> N
             raise ValueError(f"key heads must equal query heads when enable_gqa=False: expected {hq}, got {hk}")
         if enable_gqa and (hk == 0 or hq % hk != 0):
             raise ValueError(f"query heads must be a multiple of key heads when enable_gqa=True: got {hq} and {hk}")
-    for name, t in (("query", query), ("key", key)):
-        if t.shape[-2] < 1:
-            raise ValueError(f"{name}.shape[-2] must be >= 1; got {t.shape[-2]}")
+    if key.shape[-2] < 1:
+        raise ValueError(f"key.shape[-2] must be >= 1; got {key.shape[-2]}")
     if query.shape[-1] < 1:
         raise ValueError(f"query.shape[-1] must be >= 1; got {query.shape[-1]}")
-    if is_causal and query.shape[-2] != key.shape[-2]:
-        raise ValueError(
-            f"is_causal=True requires equal query and key lengths; got {query.shape[-2]} and {key.shape[-2]} "
-            "(use exact attention for KV-cache decoding)"
-        )
 
 
 def check_hyper_params(lsh_num_projs, block_size, sample_size, min_seq_len, bucket_order) -> None:
@@ -81,18 +78,26 @@ def check_hyper_params(lsh_num_projs, block_size, sample_size, min_seq_len, buck
 
 
 def check_scale(scale) -> float | None:
-    """The softmax scale: a finite float > 0, or None for ``E ** -0.5``."""
-    return check_float("scale", scale, min_value=0.0, min_inclusive=False, allow_none=True)
+    """The softmax scale of teraml's kernels: a finite float >= 0 (0 gives uniform attention), or None for
+    ``E ** -0.5``. (The exact path passes any scale SDPA takes straight to SDPA.)"""
+    return check_float("scale", scale, min_value=0.0, allow_none=True)
 
 
-def check_no_mask_or_dropout(attn_mask, dropout_p) -> None:
-    """HyperAttention takes neither an attention mask nor dropout (``NotImplementedError``)."""
-    if attn_mask is not None:
-        what = (f"a Tensor of shape {tuple(attn_mask.shape)}" if isinstance(attn_mask, torch.Tensor)
-                else type_name(attn_mask))
-        raise NotImplementedError(f"attn_mask must be None; got {what} (use is_causal, or SDPA for arbitrary masks)")
-    if dropout_p != 0.0:
-        raise NotImplementedError(f"dropout_p must be 0.0; got {describe(dropout_p)}")
+def check_mask_and_dropout(attn_mask, dropout_p: float, n_k: int, min_seq_len: int, return_lse: bool) -> None:
+    """teraml's kernels take no attention mask and no dropout: SDPA's exact path takes both."""
+    if attn_mask is None and dropout_p == 0.0:
+        return
+    if attn_mask is None:
+        what = f"dropout_p={dropout_p}"
+    elif isinstance(attn_mask, torch.Tensor):
+        what = f"attn_mask (a tensor of shape {tuple(attn_mask.shape)})"
+    else:
+        what = f"attn_mask ({type_name(attn_mask)})"
+    if return_lse:
+        raise ValueError(f"{what} is not supported with return_lse=True (the LSE comes from teraml's own kernels); "
+                         "supported there: is_causal, or no mask")
+    raise ValueError(f"{what} is supported only on the exact path (key length <= min_seq_len, which runs SDPA); "
+                     f"the key length is {n_k} > min_seq_len={min_seq_len}: use is_causal, or raise min_seq_len")
 
 
 def check_projections(projections, head_dim: int, num_projs: int) -> torch.Tensor:

@@ -31,56 +31,57 @@ __all__ = ["unmasked_attention"]
 _SCORE_BUDGET = 1 << 26
 _SCORE_BUDGET_CPU = 1 << 22
 _FUSED_BUDGET = 1 << 27  # elements of the gathered q', k', v' of one chunk on GPU
-_NEG = -30000.0  # "minus infinity" for masked keys inside a fused kernel (exp underflows to exactly 0)
 _SOURCE_BUDGET = 1 << 28  # elements of the padded k', v', q' copies one fused call may hold at once
 
 
 def _acc(x: torch.Tensor) -> torch.Tensor:
-    """Scores and normalisers in fp32 at least (fp64 stays fp64)."""
+    """Scores, weights and sums in fp32 at least (fp64 stays fp64): 16-bit inputs are upcast before the
+    products, so no score is rounded to 16 bits."""
     return x if x.dtype == torch.float64 else x.float()
 
 
 def _chunk_fast(qc, kc, vc, k_smp, v_smp, pad_last, log_w, own):
     """Blocks + samples for a chunk of blocks without autograd: in-place softmax, no concatenation."""
-    s_blk = _acc(qc @ kc.transpose(-1, -2))                           # (.., c, bq, b); q already scaled
+    qc = _acc(qc)
+    s_blk = qc @ _acc(kc).transpose(-1, -2)                           # (.., c, bq, b); q already scaled
     if pad_last:
         s_blk[..., -1, :, s_blk.shape[-1] - pad_last:] = -math.inf
     mx = s_blk.amax(-1, keepdim=True)
     if k_smp is not None:
-        s_smp = _acc(qc @ k_smp.transpose(-1, -2)).add_(log_w)        # (.., c, bq, m)
+        s_smp = (qc @ _acc(k_smp).transpose(-1, -2)).add_(log_w)      # (.., c, bq, m)
         if own is not None:
             s_smp.masked_fill_(own, -math.inf)
         mx = torch.maximum(mx, s_smp.amax(-1, keepdim=True))
     den = s_blk.sub_(mx).exp_().sum(-1, keepdim=True)
-    o = s_blk.to(vc.dtype) @ vc
+    o = s_blk @ _acc(vc)
     if k_smp is not None:
         den += s_smp.sub_(mx).exp_().sum(-1, keepdim=True)
-        o = o + s_smp.to(vc.dtype) @ v_smp
-    o = (o / den.to(o.dtype)) if o.dtype == den.dtype else (o.float() / den).to(vc.dtype)
-    return o, (mx + torch.log(den)).squeeze(-1)
+        o = o + s_smp @ _acc(v_smp)
+    return (o / den).to(vc.dtype), (mx + torch.log(den)).squeeze(-1)
 
 
 def _chunk_grad(qc, kc, vc, k_smp, v_smp, pad_last, log_w, own):
     """The same computation with out-of-place ops, so autograd sees every step."""
-    s_blk = _acc(qc @ kc.transpose(-1, -2))
+    qc = _acc(qc)
+    s_blk = qc @ _acc(kc).transpose(-1, -2)
     if pad_last:
         keep = torch.ones(s_blk.shape[-3:], dtype=torch.bool, device=s_blk.device)
         keep[-1, :, s_blk.shape[-1] - pad_last:] = False
         s_blk = s_blk.masked_fill(~keep, -math.inf)
     if k_smp is not None:
-        s_smp = _acc(qc @ k_smp.transpose(-1, -2)) + log_w
+        s_smp = qc @ _acc(k_smp).transpose(-1, -2) + log_w
         if own is not None:
             s_smp = s_smp.masked_fill(own, -math.inf)
         s = torch.cat([s_blk, s_smp], dim=-1)
     else:
         s = s_blk
     lse = torch.logsumexp(s, dim=-1)                                   # never -inf: each block has a real key
-    p = torch.exp(s - lse.unsqueeze(-1)).to(vc.dtype)
+    p = torch.exp(s - lse.unsqueeze(-1))
     b = kc.shape[-2]
-    o = p[..., :b] @ vc
+    o = p[..., :b] @ _acc(vc)
     if k_smp is not None:
-        o = o + p[..., b:] @ v_smp
-    return o, lse
+        o = o + p[..., b:] @ _acc(v_smp)
+    return o.to(vc.dtype), lse
 
 
 def _unmasked_fused_split(q, k, v, perm_q, perm_k, scale, b, m, sample_idx, mask_samples, budget):
@@ -113,11 +114,13 @@ def _unmasked_fused(q, k, v, perm_q, perm_k, scale, b, m, sample_idx, mask_sampl
     """Inference path of the unmasked kernel through torch's fused attention (no score matrix in memory).
 
     Each block's key set is its b sorted keys followed by the m samples. Per-key log-weights (0 for
-    block keys, ln(n_k/m) for samples, "-inf" for pad keys and for samples inside the query's own
-    block) enter as extra head dimensions: q' = [q, 1, ...], k' = [k, w, ...], so q'.k' = q.k + w
-    (16-bit dtypes split w into w_hi + w_lo to keep it accurate). Rows are gathered chunk by chunk
-    straight from the inputs and outputs are scattered straight into the result, so memory stays
-    at inputs + output + one chunk. Returns None when no fused kernel applies.
+    block keys, ln(n_k/m) for samples) enter as extra head dimensions: q' = [q, 1, c, ...],
+    k' = [k, w, p, ...], so q'.k' = q.k + w + c p (16-bit dtypes split w into w_hi + w_lo to keep it
+    accurate). A masked key (a pad key, a sample inside the query's own block) has p = -1 (0 otherwise)
+    and c_i = 2 |q_i| max_j |k_j| + (100 + ln(n_k/m)) / scale, so its score lies at least 100 below every
+    real score of row i, whatever the logits: exp() gives exactly 0. Rows are gathered chunk by chunk straight
+    from the inputs and outputs are scattered straight into the result, so memory stays at inputs +
+    output + one chunk. Returns None when no fused kernel applies.
     """
     *L, Hk, g, n_q, d = q.shape
     n_k, dv = k.shape[-2], v.shape[-1]
@@ -129,7 +132,8 @@ def _unmasked_fused(q, k, v, perm_q, perm_k, scale, b, m, sample_idx, mask_sampl
     bq = -(-n_q // nb)
     pad_k, pad_q = nb * b - n_k, nb * bq - n_q
     extra = 1 if dt == torch.float32 else 2
-    width = -(-max(d + extra, dv) // 8) * 8
+    pen = d + extra                                           # the penalty column
+    width = -(-max(pen + 1, dv) // 8) * 8
     # padded key/value sources, built once per call: k' = [k, 0...], v' = [v, 0...]
     kf = k.new_empty(n_lead * Hk * n_k, width)
     kf[:, d:] = 0
@@ -142,9 +146,17 @@ def _unmasked_fused(q, k, v, perm_q, perm_k, scale, b, m, sample_idx, mask_sampl
     qs[..., :n_q, :d] = torch.gather(q, -2, perm_q.unsqueeze(-1).expand(*perm_q.shape, d))
     if pad_q:
         qs[..., n_q:, :d] = 0
-    qs[..., d:d + extra] = 1
-    if d + extra < width:
-        qs[..., d + extra:] = 0
+    qs[..., d:pen] = 1
+    # c_i = 2 |q_i| max|k| + (100 + ln(n_k/m)) / scale: with p = -1 a masked key's score is >= 100 below every
+    # real score of the row (|q.k| <= |q| max|k| on both sides), so no masked row needs its k or w rewritten
+    k_max = k.float().norm(dim=-1).amax(-1, keepdim=True)                       # (*L, Hk, 1, 1)
+    log_w_max = math.log(n_k / m) if m > 0 else 0.0
+    margin = torch.gather(q.float().norm(dim=-1), -1, perm_q) * (2.0 * k_max) + (100.0 + log_w_max) / scale
+    qs[..., :n_q, pen] = margin.clamp(max=60000.0) if dt == torch.float16 else margin
+    if pad_q:
+        qs[..., n_q:, pen] = 0
+    if pen + 1 < width:
+        qs[..., pen + 1:] = 0
     qs = qs.view(*L, Hk, g, nb, bq, width)
     if pad_q:
         perm_q = F.pad(perm_q, (0, pad_q))      # pad rows read row 0; their outputs are dropped
@@ -161,7 +173,6 @@ def _unmasked_fused(q, k, v, perm_q, perm_k, scale, b, m, sample_idx, mask_sampl
         hi = float(torch.tensor(w, dtype=dt).float())
         return hi, w - hi
 
-    neg = -min(-_NEG / scale, 60000.0)  # a masked key's column: exp(scale * neg) == 0, finite in fp16
     if m > 0:
         orig = torch.gather(perm_k[..., :n_k].expand(*L, Hk, g, n_k), -1, sample_idx)
         fs = flat_index((*L, Hk, 1), [*L, Hk, g], n_k, orig)
@@ -181,6 +192,9 @@ def _unmasked_fused(q, k, v, perm_q, perm_k, scale, b, m, sample_idx, mask_sampl
     for t0 in range(0, nb, step):
         t1 = min(nb, t0 + step)
         c = t1 - t0
+        valid = min(c * bq, n_q - t0 * bq)        # real query rows in this chunk (blocks past n_q have none)
+        if valid <= 0:
+            break
         rows = n_lead * Hk * g * c
         qi = fq[..., t0:t1, :]                                                    # (*L,Hk,g,c,bq)
         q2 = qs[..., t0:t1, :, :].reshape(rows, 1, bq, width)   # a view when one chunk covers all blocks
@@ -194,10 +208,9 @@ def _unmasked_fused(q, k, v, perm_q, perm_k, scale, b, m, sample_idx, mask_sampl
             v2[..., b:, :] = smp_v
             if mask_samples:
                 own = smp_block.unsqueeze(-2) == torch.arange(t0, t1, device=dev).view(-1, 1)   # (*L,Hk,g,c,m)
-                for j, w in enumerate(weight_cols(log_w)):
-                    k2[..., b:, d + j] = torch.where(own, neg if j == 0 else 0.0, w)
+                k2[..., b:, pen].masked_fill_(own, -1.0)
         if pad_k and t1 == nb:
-            k2[..., -1, b - pad_k:b, d] = neg
+            k2[..., -1, b - pad_k:b, pen] = -1.0
         k2 = k2.view(rows, 1, n_keys, width)
         v2 = v2.view(rows, 1, n_keys, width)
         res = fused_forward(q2, k2, v2, scale, False)   # the kernel scales q.k and the weight columns alike
@@ -207,7 +220,6 @@ def _unmasked_fused(q, k, v, perm_q, perm_k, scale, b, m, sample_idx, mask_sampl
         o = o[..., :dv].reshape(n_lead * Hk * g, c * bq, dv)
         lse = lse.reshape(n_lead * Hk * g, c * bq)
         qi = qi.reshape(n_lead * Hk * g, c * bq)
-        valid = min(c * bq, n_q - t0 * bq)
         if valid < c * bq:
             o, lse, qi = o[:, :valid], lse[:, :valid], qi[:, :valid]
         idx = qi.reshape(-1)
@@ -247,7 +259,7 @@ def unmasked_attention(q, k, v, cfg: HyperConfig, sample_idx=None):
                                     variant.source_budget)
         if res is not None:
             return res
-    qs = gather_rows(q * scale, perm_q)               # the scale folded into q: n*d multiplies, not n*(b+m)
+    qs = gather_rows(_acc(q) * scale, perm_q)        # the scale folded into q: n*d multiplies, not n*(b+m)
     ks = gather_rows(k, perm_k)
     vs = gather_rows(v, perm_k)
     pad_k, pad_q = nb * b - n_k, nb * bq - n_q

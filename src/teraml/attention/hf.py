@@ -28,7 +28,7 @@ import warnings
 
 import torch
 
-from teraml._validation import Interval, Satisfies, check_int, check_param
+from teraml._validation import Interval, Satisfies, check_bool, check_int, check_param
 from teraml.attention._checks import check_hyper_params
 from teraml.attention.hyper import hyper_attention
 
@@ -52,6 +52,13 @@ class HyperAttentionRegistration:
     bucket_order: str
     seed: int
     counts: dict = dataclasses.field(default_factory=lambda: {"hyper": 0, "exact": 0}, compare=False)
+    _generators: dict = dataclasses.field(default_factory=dict, compare=False, repr=False)
+
+    def reset(self) -> None:
+        """Reseed every layer's sampling generator from ``(seed, layer_idx)``: after ``reset()`` the same
+        forward gives the same logits (the generators otherwise advance with every call, for every model
+        that uses this registration)."""
+        self._generators.clear()
 
 
 def _layer_selected(layers, layer_idx, n_layers) -> bool:
@@ -69,8 +76,7 @@ def _layer_selected(layers, layer_idx, n_layers) -> bool:
 _INDEX = Interval("int", 0)
 _LAYERS = [None, _INDEX, Satisfies(lambda s: all(_INDEX.accepts(x) for x in s), "a sequence of layer indices (ints >= 0)",
                                    types=(list, tuple, range, set, frozenset))]
-_NAME = [Satisfies(lambda s: bool(s) and s not in ("sdpa", "eager") and not s.startswith("flash"),
-                   "a new non-empty attn_implementation name", types=str)]
+_NAME = [Satisfies(bool, "a new non-empty attn_implementation name", types=str)]
 
 
 def _check_layers(layers):
@@ -78,8 +84,11 @@ def _check_layers(layers):
     return layers if layers is None or isinstance(layers, int) else frozenset(int(x) for x in layers)
 
 
+_REGISTERED: set[str] = set()   # the names this process registered (transformers' own names are refused)
+
+
 def register_hyper_attention(name="teraml_hyper", *, layers=None, lsh_num_projs=7, block_size=256,
-                             sample_size=256, min_seq_len=4096, bucket_order="gray", seed=0
+                             sample_size=256, min_seq_len=4096, bucket_order="gray", seed=0, replace=False
                              ) -> HyperAttentionRegistration:
     """Register HyperAttention with transformers under ``name``; return the registration record.
 
@@ -89,7 +98,10 @@ def register_hyper_attention(name="teraml_hyper", *, layers=None, lsh_num_projs=
     layers : None = every layer; an int k = the last k layers (``config.num_hidden_layers``);
         a sequence = those ``module.layer_idx`` values
     lsh_num_projs, block_size, sample_size, min_seq_len, bucket_order : as :func:`hyper_attention`
-    seed : each layer's projections and sampling generator are seeded from ``(seed, layer_idx)``
+    seed : each layer's projections and sampling generator are seeded from ``(seed, layer_idx)``; the
+        record's ``reset()`` reseeds the generators (the same forward then gives the same logits)
+    replace : re-register a ``name`` this process registered before (otherwise a ``ValueError``);
+        transformers' own names (``"sdpa"``, ``"flex_attention"``, ``"paged|sdpa"``, ...) are always refused
 
     >>> reg = register_hyper_attention("hyper_last2", layers=2, min_seq_len=512)   # doctest: +SKIP
     >>> model.set_attn_implementation("hyper_last2")                              # doctest: +SKIP
@@ -105,13 +117,22 @@ def register_hyper_attention(name="teraml_hyper", *, layers=None, lsh_num_projs=
     if major < 5:
         raise ImportError("register_hyper_attention needs transformers>=5.0: pip install 'teraml[hf]'")
     check_param("name", name, _NAME)
+    check_bool("replace", replace)
+    if name in _REGISTERED:
+        if not replace:
+            raise ValueError(f"name {name!r} is already registered by register_hyper_attention; pass replace=True "
+                             "to replace it, or choose another name")
+    elif (name in AttentionInterface().valid_keys() or name in AttentionMaskInterface._global_mapping or "|" in name
+          or name == "eager" or name.startswith(("flash", "paged"))):
+        raise ValueError(f"name must be a new attn_implementation name; got {name!r}, one of transformers' own "
+                         "(or of their reserved forms: eager, flash*, paged*, a|b)")
     layer_sel = _check_layers(layers)
     check_hyper_params(lsh_num_projs, block_size, sample_size, min_seq_len, bucket_order)
     check_int("seed", seed, min_value=0)
     reg = HyperAttentionRegistration(name, layer_sel, lsh_num_projs, block_size, sample_size, min_seq_len,
                                      bucket_order, seed)
     projections: dict[tuple, torch.Tensor] = {}
-    generators: dict[tuple, torch.Generator] = {}
+    generators = reg._generators
     warned: set[str] = set()
 
     def layer_seed(layer_idx):
@@ -147,7 +168,8 @@ def register_hyper_attention(name="teraml_hyper", *, layers=None, lsh_num_projs=
         proj = projections.get(pkey)
         if proj is None:
             gen = torch.Generator().manual_seed(s)
-            proj = torch.randn(query.shape[-1], lsh_num_projs, generator=gen).to(query.device, query.dtype)
+            with torch.inference_mode(False):   # cached: must not be an inference tensor (training comes later)
+                proj = torch.randn(query.shape[-1], lsh_num_projs, generator=gen).to(query.device, query.dtype)
             projections[pkey] = proj
         gkey = (layer_idx, str(query.device))
         gen = generators.get(gkey)
@@ -163,5 +185,6 @@ def register_hyper_attention(name="teraml_hyper", *, layers=None, lsh_num_projs=
 
     AttentionInterface.register(name, attention)
     AttentionMaskInterface.register(name, sdpa_mask)
+    _REGISTERED.add(name)
     logger.info("registered HyperAttention as attn_implementation=%r", name)
     return reg

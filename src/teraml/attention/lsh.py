@@ -34,13 +34,15 @@ def default_projections(head_dim: int, num_projs: int, *, dtype=torch.float32, d
     """The cached ``(head_dim, num_projs)`` N(0, 1) matrix from ``torch.Generator().manual_seed(seed)``.
 
     It is drawn on the CPU in fp32 (so every device and dtype sees the same hyperplanes) and then
-    moved; the global RNG is untouched.
+    moved; the global RNG is untouched. It is never an inference tensor, so a first call under
+    ``torch.inference_mode()`` does not break training afterwards.
     """
     key = (head_dim, num_projs, seed, dtype, str(device))
     p = _CACHE.get(key)
     if p is None:
         gen = torch.Generator().manual_seed(seed)
-        p = torch.randn(head_dim, num_projs, generator=gen, dtype=torch.float32).to(dtype=dtype, device=device)
+        with torch.inference_mode(False):   # a cached tensor made under inference_mode must serve autograd later
+            p = torch.randn(head_dim, num_projs, generator=gen, dtype=torch.float32).to(dtype=dtype, device=device)
         if len(_CACHE) > 64:
             _CACHE.clear()
         _CACHE[key] = p
