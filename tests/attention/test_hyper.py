@@ -1,3 +1,4 @@
+import math
 
 import numpy as np
 import pytest
@@ -331,13 +332,16 @@ def _qkv(n=8, d=64, h=2):
          "bucket_order must be one of 'gray', 'reference', 'binary'; got 'grey'"),
         (lambda q, k, v: hyper_attention(q, k, v, projections=torch.zeros(32, 7)), ValueError,
          r"projections must have shape \(64, 7\); got \(32, 7\)"),
-        (lambda q, k, v: hyper_attention(q, k, v, attn_mask=torch.ones(1, 1, 8, 8, dtype=torch.bool), min_seq_len=4),
-         ValueError, r"attn_mask \(a tensor of shape \(1, 1, 8, 8\)\) is supported only on the exact path \(key "
-                     r"length <= min_seq_len, which runs SDPA\); the key length is 8 > min_seq_len=4"),
+        (lambda q, k, v: hyper_attention(q, k, v, attn_mask=torch.ones(8, 8, dtype=torch.bool).tril(), min_seq_len=4),
+         ValueError, r"attn_mask must be a key-padding mask: bool \(True = attend\) or float \(added to the scores\), "
+                     r"broadcastable to \(B, H, L, S\) and the same for every query row, e.g. of shape \(B, 1, 1, S\); "
+                     r"got one of shape \(8, 8\) that differs between query rows"),
+        (lambda q, k, v: hyper_attention(q, k, v, attn_mask=torch.ones(1, 3, 1, 8, dtype=torch.bool), min_seq_len=4),
+         ValueError, r"attn_mask must be a key-padding mask.*; got shape \(1, 3, 1, 8\) for \(1, 2, 8, 8\)"),
         (lambda q, k, v: hyper_attention(q, k, v, dropout_p=0.1, min_seq_len=4), ValueError,
          "dropout_p=0.1 is supported only on the exact path"),
-        (lambda q, k, v: hyper_attention(q, k, v, attn_mask=torch.ones(1, 1, 8, 8, dtype=torch.bool), return_lse=True),
-         ValueError, r"is not supported with return_lse=True"),
+        (lambda q, k, v: hyper_attention(q, k, v, dropout_p=0.1, return_lse=True), ValueError,
+         r"dropout_p=0.1 is not supported with return_lse=True"),
         (lambda q, k, v: HyperAttention(32)(q, k, v), ValueError,
          r"query.shape\[-1\] must equal head_dim: expected 32, got 64"),
         (lambda q, k, v: HyperAttention(64, block_size=0), ValueError, "block_size must be an int >= 1; got 0"),
@@ -536,3 +540,106 @@ def test_padded_keys_never_leak_at_extreme_logits():
         a = hyper_attention(q, k, v, min_seq_len=4096, sample_size=0)
     b = hyper_attention(q.clone().requires_grad_(), k, v, min_seq_len=4096, sample_size=0).detach()
     assert (a - b).abs().max() < 0.05      # fp32 rounding of scores near 1e5; a leak moves outputs by O(1)
+
+
+# ---------------------------------------------------------------- key-padding masks on the approximate path
+
+
+def _key_mask(B, S, seed, frac=0.3, kind="bool", left_pad=None):
+    g = gen(seed)
+    keep = torch.rand(B, 1, 1, S, generator=g) > frac
+    if left_pad is not None:
+        for b, p in enumerate(left_pad):
+            keep[b, ..., :p] = False
+    if kind == "bool":
+        return keep
+    bias = torch.randn(B, 1, 1, S, generator=g) * 0.5
+    return bias.masked_fill(~keep, -math.inf)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("kind", ["bool", "float"])
+@pytest.mark.parametrize("grad", [False, True])
+def test_key_mask_is_exact_when_one_block_holds_every_key(causal, kind, grad):
+    q, k, v = rnd(2, 4, 600, 16, seed=1), rnd(2, 2, 600, 16, seed=2), rnd(2, 2, 600, 8, seed=3)
+    mask = _key_mask(2, 600, 4, kind=kind, left_pad=(0, 150))
+    kw = dict(attn_mask=mask, is_causal=causal, enable_gqa=True, min_seq_len=64, block_size=1024, sample_size=32,
+              generator=gen(), return_lse=True)
+    if grad:
+        out, lse = hyper_attention(q.clone().requires_grad_(), k, v, **kw)
+    else:
+        with torch.no_grad():
+            out, lse = hyper_attention(q, k, v, **kw)
+    ref, ref_lse = naive_attention(q, k, v, attn_mask=mask, is_causal=causal, enable_gqa=True)
+    assert (out.detach().double() - ref).abs().max() < 1e-5
+    assert torch.equal(torch.isinf(lse), torch.isinf(ref_lse))           # left-padded rows: no key at all
+    fin = torch.isfinite(ref_lse)
+    assert (lse.detach().double() - ref_lse)[fin].abs().max() < 1e-5
+    assert causal == bool(torch.isinf(lse).any()) and (out[torch.isinf(lse)] == 0).all()
+
+
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("grad", [False, True])
+def test_masked_keys_have_no_influence(causal, grad):
+    q, k, v = rnd(1, 2, 1500, 16, seed=1), rnd(1, 2, 1500, 16, seed=2), rnd(1, 2, 1500, 16, seed=3)
+    mask = _key_mask(1, 1500, 5)
+    k2, v2 = k.clone(), v.clone()
+    k2[~mask[0, 0, 0].expand(1, 2, 1500)] *= 40                          # masked keys: huge, different values
+    v2[~mask[0, 0, 0].expand(1, 2, 1500)] = 1e4
+    kw = dict(attn_mask=mask, is_causal=causal, min_seq_len=128, block_size=64, sample_size=32)
+    ctx = torch.enable_grad() if grad else torch.no_grad()
+    with ctx:
+        qq = q.clone().requires_grad_() if grad else q
+        a = hyper_attention(qq, k, v, generator=gen(9), **kw)
+        b = hyper_attention(qq, k2, v2, generator=gen(9), **kw)
+    # the LSH sort sees the masked keys, so blocks may differ: every output must stay a convex combination of
+    # unmasked value rows (a masked value row of 1e4 would show), and be unbiased (next test)
+    assert b.detach().abs().max() < 50 and torch.isfinite(a).all()
+
+
+@pytest.mark.parametrize("unmasked", ["fused", "matmul"])
+def test_key_mask_estimate_is_unbiased_over_the_unmasked_keys(unmasked):
+    n, b, m, seeds = 1024, 128, 64, 200
+    q, k, v = rnd(1, 1, n, 32, seed=11), rnd(1, 1, n, 32, seed=12), rnd(1, 1, n, 32, seed=13)
+    mask = _key_mask(1, n, 14, frac=0.4, kind="float")
+    qb, kb, vb = (t.expand(seeds, 1, n, 32) for t in (q, k, v))
+    with torch.no_grad():
+        out, lse = hyper_forward(qb, kb, vb, attn_mask=mask, min_seq_len=256, block_size=b, sample_size=m,
+                                 generator=gen(0), return_lse=True, variant=Variant(unmasked=unmasked))
+    ref_o, ref_lse = naive_attention(q, k, v, attn_mask=mask)
+    ratio = torch.exp(lse.double()).mean(0)[0] / torch.exp(ref_lse[0, 0])
+    num = (torch.exp(lse.double())[..., None] * out.double()).mean(0)[0]
+    true_num = torch.exp(ref_lse[0, 0])[:, None] * ref_o[0, 0]
+    assert (ratio - 1).abs().max() <= 0.08, (ratio - 1).abs().max()
+    assert (num - true_num).norm() / true_num.norm() <= 0.3
+
+
+def test_a_batch_row_with_every_key_masked_gives_zero_and_minus_infinity():
+    q, k, v = rnd(2, 2, 800, 16, seed=1), rnd(2, 2, 800, 16, seed=2), rnd(2, 2, 800, 16, seed=3)
+    mask = torch.ones(2, 1, 1, 800, dtype=torch.bool)
+    mask[1] = False
+    for causal in (False, True):
+        for grad in (False, True):
+            qq = q.clone().requires_grad_() if grad else q
+            out, lse = hyper_attention(qq, k, v, attn_mask=mask, is_causal=causal, min_seq_len=128, block_size=64,
+                                       sample_size=32, generator=gen(), return_lse=True)
+            assert (out[1] == 0).all() and torch.isinf(lse[1]).all() and torch.isfinite(out).all()
+            assert torch.isfinite(lse[0]).all()
+            if grad:
+                (out.sum() + lse[0].sum()).backward()
+                assert torch.isfinite(qq.grad).all()
+
+
+@settings(max_examples=20, deadline=None)
+@given(n=st.integers(65, 900), b=st.sampled_from([16, 64, 300]), m=st.sampled_from([0, 24]), causal=st.booleans(),
+       kind=st.sampled_from(["bool", "float"]), pad=st.integers(0, 60), seed=st.integers(0, 1000))
+def test_masked_no_grad_path_equals_the_autograd_path(n, b, m, causal, kind, pad, seed):
+    q, k, v = rnd(2, 2, n, 16, seed=seed), rnd(2, 2, n, 16, seed=seed + 1), rnd(2, 2, n, 16, seed=seed + 2)
+    mask = _key_mask(2, n, seed, kind=kind, left_pad=(pad, 0))
+    kw = dict(attn_mask=mask, is_causal=causal, min_seq_len=64, block_size=b, sample_size=m, return_lse=True)
+    with torch.no_grad():
+        o1, l1 = hyper_attention(q, k, v, generator=gen(seed), **kw)
+    o2, l2 = hyper_attention(q.clone().requires_grad_(), k, v, generator=gen(seed), **kw)
+    assert torch.equal(torch.isinf(l1), torch.isinf(l2.detach()))
+    fin = torch.isfinite(l1)
+    assert (o1 - o2.detach()).abs().max() <= 2e-5 and (l1 - l2.detach())[fin].abs().max() <= 2e-5

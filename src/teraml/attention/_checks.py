@@ -6,6 +6,8 @@ shape mismatches read ``"key.shape[-1] must equal query.shape[-1]: expected 64, 
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from teraml._validation import (
@@ -14,12 +16,11 @@ from teraml._validation import (
     check_instance,
     check_int,
     check_tensor,
-    type_name,
 )
 from teraml.attention.lsh import BUCKET_ORDERS
 
-__all__ = ["check_sdpa_tensors", "check_sdpa_shapes", "check_hyper_params", "check_scale", "check_mask_and_dropout",
-           "check_projections", "check_generator"]
+__all__ = ["check_sdpa_tensors", "check_sdpa_shapes", "check_hyper_params", "check_scale", "check_dropout",
+           "key_bias_from_mask", "check_projections", "check_generator"]
 
 
 def _equal(what: str, got: int, expected: int, of: str) -> None:
@@ -83,21 +84,58 @@ def check_scale(scale) -> float | None:
     return check_float("scale", scale, min_value=0.0, allow_none=True)
 
 
-def check_mask_and_dropout(attn_mask, dropout_p: float, n_k: int, min_seq_len: int, return_lse: bool) -> None:
-    """teraml's kernels take no attention mask and no dropout: SDPA's exact path takes both."""
-    if attn_mask is None and dropout_p == 0.0:
+def check_dropout(dropout_p: float, n_k: int, min_seq_len: int, return_lse: bool) -> None:
+    """teraml's kernels take no dropout: SDPA's exact path does."""
+    if dropout_p == 0.0:
         return
-    if attn_mask is None:
-        what = f"dropout_p={dropout_p}"
-    elif isinstance(attn_mask, torch.Tensor):
-        what = f"attn_mask (a tensor of shape {tuple(attn_mask.shape)})"
-    else:
-        what = f"attn_mask ({type_name(attn_mask)})"
     if return_lse:
-        raise ValueError(f"{what} is not supported with return_lse=True (the LSE comes from teraml's own kernels); "
-                         "supported there: is_causal, or no mask")
-    raise ValueError(f"{what} is supported only on the exact path (key length <= min_seq_len, which runs SDPA); "
-                     f"the key length is {n_k} > min_seq_len={min_seq_len}: use is_causal, or raise min_seq_len")
+        raise ValueError(f"dropout_p={dropout_p} is not supported with return_lse=True (the LSE comes from teraml's "
+                         "own kernels)")
+    raise ValueError(f"dropout_p={dropout_p} is supported only on the exact path (key length <= min_seq_len, which "
+                     f"runs SDPA); the key length is {n_k} > min_seq_len={min_seq_len}")
+
+
+_MASK_FORMS = ("a key-padding mask: bool (True = attend) or float (added to the scores), broadcastable to "
+               "(B, H, L, S) and the same for every query row, e.g. of shape (B, 1, 1, S)")
+
+
+def key_bias_from_mask(attn_mask, query, key) -> torch.Tensor | None:
+    """A key-padding ``attn_mask`` as a per-key bias (B, H, S) (fp32, fp64 for fp64 inputs; -inf = masked).
+
+    teraml's kernels take masks that do not depend on the query row; any other mask is a ``ValueError``
+    naming the supported forms (SDPA's exact path, at key lengths <= min_seq_len, takes every mask).
+    """
+    if attn_mask is None:
+        return None
+    check_tensor("attn_mask", attn_mask, floating=False)
+    if attn_mask.dtype != torch.bool and not attn_mask.is_floating_point():
+        raise TypeError(f"attn_mask must be a bool or floating tensor; got {attn_mask.dtype}")
+    three_d = query.ndim == 3
+    B, L, S = query.shape[0], query.shape[-2], key.shape[-2]
+    H = 1 if three_d else query.shape[1]
+    target = (B, L, S) if three_d else (B, H, L, S)
+    try:
+        fits = torch.broadcast_shapes(tuple(attn_mask.shape), target) == target
+    except RuntimeError:
+        fits = False
+    if not fits:
+        raise ValueError(f"attn_mask must be {_MASK_FORMS}; got shape {tuple(attn_mask.shape)} for {target}")
+    mask = attn_mask.unsqueeze(-3) if three_d and attn_mask.ndim >= 3 else attn_mask
+    if mask.ndim >= 2 and mask.shape[-2] != 1:
+        first = mask[..., :1, :]
+        if not bool((mask == first).all()):
+            raise ValueError(f"attn_mask must be {_MASK_FORMS}; got one of shape {tuple(attn_mask.shape)} that differs "
+                             "between query rows (a causal mask: use is_causal=True with the key-padding part)")
+        mask = first
+    row = mask.reshape(*mask.shape[:-2], mask.shape[-1]) if mask.ndim >= 2 else mask
+    acc = torch.float64 if query.dtype == torch.float64 else torch.float32
+    if row.dtype == torch.bool:
+        bias = torch.zeros(row.shape, dtype=acc, device=row.device).masked_fill(~row, -math.inf)
+    else:
+        bias = row.to(acc)
+        if bool(torch.isnan(bias).any()):
+            raise ValueError("attn_mask must not contain NaN")
+    return bias.expand(B, H, S)
 
 
 def check_projections(projections, head_dim: int, num_projs: int) -> torch.Tensor:

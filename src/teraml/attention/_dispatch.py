@@ -23,13 +23,14 @@ import torch.nn.functional as F
 from teraml._validation import check_bool, check_float
 from teraml.attention._causal import causal_attention, exact_grouped
 from teraml.attention._checks import (
+    check_dropout,
     check_generator,
     check_hyper_params,
-    check_mask_and_dropout,
     check_projections,
     check_scale,
     check_sdpa_shapes,
     check_sdpa_tensors,
+    key_bias_from_mask,
 )
 from teraml.attention._config import HyperConfig, Variant
 from teraml.attention._unmasked import unmasked_attention
@@ -59,8 +60,9 @@ def hyper_forward(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=Fa
         scale = check_float("scale", scale, allow_none=True)
         return F.scaled_dot_product_attention(query, key, value, attn_mask=attn_mask, dropout_p=dropout_p,
                                               is_causal=is_causal, scale=scale, enable_gqa=enable_gqa)
-    check_mask_and_dropout(attn_mask, dropout_p, key.shape[-2], min_seq_len, return_lse)
+    check_dropout(dropout_p, key.shape[-2], min_seq_len, return_lse)
     check_sdpa_shapes(query, key, value, enable_gqa)
+    key_bias = key_bias_from_mask(attn_mask, query, key)        # (B, H, S), or None
     scale = check_scale(scale)
     if projections is None:
         proj = default_projections(d, lsh_num_projs, dtype=query.dtype, device=query.device)
@@ -83,14 +85,15 @@ def hyper_forward(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=Fa
     g = H // Hk
     q5 = query.reshape(B, Hk, g, n_q, d)
     k5, v5 = key.unsqueeze(2), value.unsqueeze(2)
+    bias5 = None if key_bias is None else key_bias.reshape(B, Hk, g, key.shape[-2])
     cfg = HyperConfig(proj, scale, block_size, sample_size, min_seq_len, bucket_order, generator,
                       variant if variant is not None else Variant())
     if is_causal:
-        o, lse = _causal_top_left(q5, k5, v5, cfg)
+        o, lse = _causal_top_left(q5, k5, v5, cfg, bias5)
     elif exact:
-        o, lse = exact_grouped(q5, k5, v5, scale, False)
+        o, lse = exact_grouped(q5, k5, v5, scale, False, bias5)
     else:
-        o, lse = unmasked_attention(q5, k5, v5, cfg)
+        o, lse = unmasked_attention(q5, k5, v5, cfg, key_bias=bias5)
     o = o.reshape(B, H, n_q, dv).to(query.dtype)
     lse = lse.reshape(B, H, n_q)
     if three_d:
@@ -98,18 +101,20 @@ def hyper_forward(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=Fa
     return (o, lse) if return_lse else o
 
 
-def _causal_top_left(q, k, v, cfg: HyperConfig):
+def _causal_top_left(q, k, v, cfg: HyperConfig, key_bias=None):
     """Causal attention with SDPA's convention for L != S (the mask is tril(ones(L, S))): query i sees keys
     0..i. L < S: the keys past L are never seen. L > S: the first S queries are causal on every key, the
     rest see all keys (unmasked, approximate when S > min_seq_len)."""
     n_q, n_k = q.shape[-2], k.shape[-2]
     if n_q < n_k:
         k, v, n_k = k[..., :n_q, :], v[..., :n_q, :], n_q
+        key_bias = None if key_bias is None else key_bias[..., :n_q]
     if n_q <= n_k:
         if n_k <= cfg.min_seq_len:
-            return exact_grouped(q, k, v, cfg.scale, True)
-        return causal_attention(q, k, v, cfg)
-    head = _causal_top_left(q[..., :n_k, :], k, v, cfg)
+            return exact_grouped(q, k, v, cfg.scale, True, key_bias)
+        return causal_attention(q, k, v, cfg, key_bias)
+    head = _causal_top_left(q[..., :n_k, :], k, v, cfg, key_bias)
     rest = q[..., n_k:, :]
-    tail = exact_grouped(rest, k, v, cfg.scale, False) if n_k <= cfg.min_seq_len else unmasked_attention(rest, k, v, cfg)
+    tail = (exact_grouped(rest, k, v, cfg.scale, False, key_bias) if n_k <= cfg.min_seq_len
+            else unmasked_attention(rest, k, v, cfg, key_bias=key_bias))
     return torch.cat([head[0], tail[0]], dim=-2), torch.cat([head[1], tail[1]], dim=-1)

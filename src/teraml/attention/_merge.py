@@ -90,8 +90,9 @@ def _pad_last(x: torch.Tensor, size: int) -> torch.Tensor:
     return torch.nn.functional.pad(x, (0, size - x.shape[-1]))
 
 
-def fused_forward(q, k, v, scale: float, causal: bool):
-    """(o, lse) through torch's fused kernels, or None when no fused kernel applies."""
+def fused_forward(q, k, v, scale: float, causal: bool, bias=None):
+    """(o, lse) through torch's fused kernels, or None when no fused kernel applies. ``bias`` (B, H, 1, S),
+    float with -inf for masked keys, is added to the scores (a row with no valid key gets o = 0, lse = 0)."""
     if q.ndim != 4:
         return None
     d, dv = q.shape[-1], v.shape[-1]
@@ -102,10 +103,14 @@ def fused_forward(q, k, v, scale: float, causal: bool):
                 return None  # float64 takes the exact matmul path (the fused kernel is not float64-accurate)
             qq, kk, vv = (_pad_last(t, width) for t in (q, k, v))
             out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
-                qq, kk, vv, 0.0, causal, scale=scale
+                qq, kk, vv, 0.0, causal, attn_mask=bias, scale=scale
             )
             return out[..., :dv], lse.float()
         if q.device.type == "cuda":
+            if bias is not None:
+                res = torch.ops.aten._scaled_dot_product_efficient_attention(
+                    q, k, v, bias.to(q.dtype).expand(*q.shape[:-1], k.shape[-2]), True, 0.0, causal, scale=scale)
+                return res[0], res[1][..., : q.shape[-2]].float()
             if q.dtype in (torch.float16, torch.bfloat16) and width <= 256:
                 qq, kk, vv = (_pad_last(t, width) for t in (q, k, v))
                 res = torch.ops.aten._scaled_dot_product_flash_attention(qq, kk, vv, 0.0, causal, False, scale=scale)
@@ -124,7 +129,7 @@ def _causal_mask(rows: torch.Tensor, n_k: int, device) -> torch.Tensor:
     return cols[None, :] > rows[:, None]
 
 
-def _matmul_forward(q, k, v, scale: float, causal: bool):
+def _matmul_forward(q, k, v, scale: float, causal: bool, bias=None):
     """Chunked reference (o, lse): at most ``_CHUNK`` query rows of scores at a time."""
     n_q = q.shape[-2]
     outs, lses = [], []
@@ -133,6 +138,8 @@ def _matmul_forward(q, k, v, scale: float, causal: bool):
         stop = min(start + _CHUNK, n_q)
         s = (q[..., start:stop, :] @ kt)
         s = (s if s.dtype == torch.float64 else s.float()) * scale
+        if bias is not None:
+            s = s + bias
         if causal:
             s = s.masked_fill(_causal_mask(torch.arange(start, stop, device=q.device), k.shape[-2], q.device), -math.inf)
         lse = torch.logsumexp(s, dim=-1)
@@ -151,28 +158,31 @@ class _ExactAttention(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, q, k, v, scale, causal):
-        res = fused_forward(q, k, v, scale, causal)
+    def forward(ctx, q, k, v, scale, causal, bias):
+        res = fused_forward(q, k, v, scale, causal, bias)
         if res is None:
-            res = _matmul_forward(q, k, v, scale, causal)
+            res = _matmul_forward(q, k, v, scale, causal, bias)
         o, lse = res
         o = o.contiguous()
-        ctx.save_for_backward(q, k, v, o, lse)
+        ctx.save_for_backward(q, k, v, o, lse, bias)
         ctx.scale, ctx.causal = scale, causal
-        return o, lse
+        if bias is None:
+            return o, lse
+        empty = ~_has_key(bias, q.shape[-2], causal)          # rows whose keys are all masked
+        return o.masked_fill(empty.unsqueeze(-1), 0.0), lse.masked_fill(empty, -math.inf)
 
     @staticmethod
     def backward(ctx, d_o, d_lse):
-        q, k, v, o, lse = ctx.saved_tensors
+        q, k, v, o, lse, bias = ctx.saved_tensors
         scale, causal = ctx.scale, ctx.causal
         acc = torch.float64 if q.dtype == torch.float64 else torch.float32
         if d_o is None:
             d_o = torch.zeros_like(o)
         if d_lse is None:
             d_lse = torch.zeros_like(lse)
-        fused = _fused_cpu_backward(q, k, v, o, lse, d_o, d_lse, scale, causal)
+        fused = _fused_cpu_backward(q, k, v, o, lse, d_o, d_lse, scale, causal, bias)
         if fused is not None:
-            return (*fused, None, None)
+            return (*fused, None, None, None)
         dq = torch.zeros(q.shape, dtype=acc, device=q.device)
         dk = torch.zeros(k.shape, dtype=acc, device=q.device)
         dv = torch.zeros(v.shape, dtype=acc, device=q.device)
@@ -187,6 +197,8 @@ class _ExactAttention(torch.autograd.Function):
             stop = min(start + _CHUNK, n_q)
             qc = qa[..., start:stop, :]
             s = (qc @ ka.transpose(-1, -2)).to(acc) * scale
+            if bias is not None:
+                s = s + bias
             if causal:
                 s = s.masked_fill(_causal_mask(torch.arange(start, stop, device=q.device), k.shape[-2], q.device),
                                   -math.inf)
@@ -197,10 +209,19 @@ class _ExactAttention(torch.autograd.Function):
             ds = (p * (dp - delta[..., start:stop, None]) * scale).to(mm)
             dq[..., start:stop, :] = (ds @ ka).to(acc)
             dk += (ds.transpose(-1, -2) @ qc).to(acc)
-        return dq.to(q.dtype), dk.to(k.dtype), dv.to(v.dtype), None, None
+        return dq.to(q.dtype), dk.to(k.dtype), dv.to(v.dtype), None, None, None
 
 
-def _fused_cpu_backward(q, k, v, o, lse, d_o, d_lse, scale, causal):
+def _has_key(bias, n_q: int, causal: bool) -> torch.Tensor:
+    """(B, H, L) bool: whether each query row has a key with a finite bias (causal: among keys 0..i)."""
+    valid = torch.isfinite(bias[..., 0, :])                       # (B, H, S)
+    if not causal:
+        return valid.any(-1, keepdim=True).expand(*valid.shape[:-1], n_q)
+    first = torch.where(valid.any(-1), valid.int().argmax(-1), torch.full_like(valid[..., 0], n_q, dtype=torch.long))
+    return torch.arange(n_q, device=bias.device) >= first.unsqueeze(-1)
+
+
+def _fused_cpu_backward(q, k, v, o, lse, d_o, d_lse, scale, causal, bias=None):
     """torch's fused CPU flash backward, made to honour d_lse.
 
     The kernel computes Delta_i = rowsum(dO * O)_i from the ``out`` it is given and uses ``out`` for
@@ -220,19 +241,21 @@ def _fused_cpu_backward(q, k, v, o, lse, d_o, d_lse, scale, causal):
         oo, gg = _pad_last(oo, width), _pad_last(gg, width)
         dq, dk, dvv = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward(
             gg.contiguous(), qq.contiguous(), kk.contiguous(), vv.contiguous(), oo.contiguous(),
-            lse.contiguous(), 0.0, causal, scale=scale)
+            lse.contiguous(), 0.0, causal, attn_mask=bias, scale=scale)
         return dq[..., :d], dk[..., :d], dvv[..., :dv]
     except (RuntimeError, NotImplementedError, TypeError):
         return None
 
 
 def exact_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, scale: float | None = None,
-                    causal: bool = False):
+                    causal: bool = False, key_bias: torch.Tensor | None = None):
     """Exact softmax attention returning ``(out, lse)``; ``lse`` is fp32 (fp64 for fp64 inputs), natural log.
 
     Uses torch's fused kernels when they apply (CPU flash, CUDA flash/efficient), else a chunked
     matmul. Gradients flow through both outputs. ``causal`` requires ``L_q == L_k``; ``q`` and ``k``
-    must have the same number of heads (expand GQA key heads first).
+    must have the same number of heads (expand GQA key heads first). ``key_bias`` (``q.shape[:-2]`` +
+    ``(S,)``), float with -inf for masked keys, is added to every score of its key (a key-padding mask);
+    a row with no valid key gets ``out = 0`` and ``lse = -inf``.
 
     >>> import torch
     >>> o, lse = exact_attention(torch.randn(2, 5, 8), torch.randn(2, 5, 8), torch.randn(2, 5, 3), causal=True)
@@ -248,5 +271,9 @@ def exact_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, scale:
         v4 = v.reshape(-1, 1, *v.shape[-2:])
     else:
         q4, k4, v4 = q, k, v
-    o, lse = _ExactAttention.apply(q4, k4, v4, float(scale), bool(causal))
+    bias = None
+    if key_bias is not None:
+        acc = torch.float64 if q.dtype == torch.float64 else torch.float32
+        bias = key_bias.reshape(*q4.shape[:2], 1, k.shape[-2]).to(acc)
+    o, lse = _ExactAttention.apply(q4, k4, v4, float(scale), bool(causal), bias)
     return o.reshape(*lead, *o.shape[-2:]), lse.reshape(*lead, lse.shape[-1])

@@ -53,8 +53,8 @@ def naive_attention(query, key, value, attn_mask=None, is_causal=False, scale=No
             scores = scores.masked_fill(~attn_mask, -math.inf)
         else:
             scores = scores + attn_mask.double()
+    empty = ~torch.isfinite(scores).any(-1, keepdim=True)        # rows with no key: no NaN, not even in grads
+    scores = scores.masked_fill(empty, 0.0)
     lse = torch.logsumexp(scores, dim=-1)
-    empty = torch.isneginf(lse)
-    weights = torch.exp(scores - torch.where(empty, 0.0, lse).unsqueeze(-1))
-    out = torch.where(empty.unsqueeze(-1), 0.0, weights @ v)
-    return out, lse
+    weights = torch.exp(scores - lse.unsqueeze(-1)).masked_fill(empty, 0.0)
+    return weights @ v, lse.masked_fill(empty.squeeze(-1), -math.inf)
