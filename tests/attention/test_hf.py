@@ -66,10 +66,40 @@ def test_t13_hyper_prefill_is_causal_and_counted(model):
     assert rel < 0.2
 
 
-def test_t13_padding_mask_makes_every_call_exact(model):
+def test_t13_padded_batch_runs_hyper_and_each_row_equals_the_row_alone(model):
+    x = ids(1024, batch=2)
+    pad = 300
+    mask = torch.ones_like(x)
+    mask[1, :pad] = 0                                          # left padding
+    pos = (mask.cumsum(-1) - 1).clamp(min=0)
+    reg = register_hyper_attention(next(_names), min_seq_len=128, block_size=64, sample_size=32)
+    model.set_attn_implementation(reg.name)
+    try:
+        with torch.no_grad():
+            reg.reset()
+            batch = model(x, attention_mask=mask, position_ids=pos).logits
+            reg.reset()
+            alone0 = model(x[:1]).logits
+            reg.reset()
+            alone1 = model(x[1:, pad:]).logits
+            reg.reset()
+            gen = model.generate(x, attention_mask=mask, max_new_tokens=3, do_sample=False)   # padded prefill
+    finally:
+        model.set_attn_implementation("sdpa")
+    assert reg.counts["hyper"] == 8 and reg.counts["exact"] == 2 * 2
+    assert (batch[0] - alone0[0]).abs().max() < 1e-4
+    assert (batch[1, pad:] - alone1[0]).abs().max() < 1e-4
+    assert gen.shape == (2, 1027)
+    with torch.no_grad():                                       # against exact attention: an approximation
+        exact = model(x, attention_mask=mask, position_ids=pos).logits
+    rel = ((batch[1, pad:] - exact[1, pad:]).norm() / exact[1, pad:].norm()).item()
+    assert rel < 0.2
+
+
+def test_t13_other_masks_stay_exact(model):
     x = ids(1024, batch=2)
     mask = torch.ones_like(x)
-    mask[1, :100] = 0  # left padding
+    mask[1, 100:200] = 0                                       # a hole in the middle: not padding
     reg = register_hyper_attention(next(_names), min_seq_len=128)
     with torch.no_grad():
         ref = model(x, attention_mask=mask).logits

@@ -274,6 +274,75 @@ def speed_suite(ns=(4096, 8192, 16384, 32768), repeats=3, verbose=False) -> dict
     return {"rows": rows, "checks": checks, "threads": torch.get_num_threads(), "repeats": repeats}
 
 
+def batched_suite(lengths=(32768, 24576, 16384, 8192), heads=2, verbose=False) -> dict:
+    """A left-padded batch of prompts of different lengths, causal (B=len(lengths), H=heads, d=64, fp32; each
+    row clustered keys and queries, G2).
+
+    Times, against SDPA on each row's real tokens (what a left-padded batch costs SDPA at best; SDPA with the
+    full (B, 1, L, S) causal-and-padding mask is also timed when that mask takes at most 1 GB):
+    HyperAttention per row (the Hugging Face path, each row from the same generator state: equal to running
+    the row alone) and in one call with the key-padding mask (``attn_mask`` of shape (B, 1, 1, S) and
+    ``is_causal``). Agreement: each path's real rows against the unpadded run of the row, and against exact.
+    """
+    B, L = len(lengths), max(lengths)
+    rows_qkv = [_qkv("clustered", L, seed, cluster_size=64, sigma=0.1, ell=6.0) for seed in range(B)]   # as G2
+    q, k, v = (torch.cat([r[i][:, :heads] for r in rows_qkv]) for i in range(3))
+    pad = [L - n for n in lengths]
+    keep = torch.ones(B, 1, 1, L, dtype=torch.bool)
+    for b, p in enumerate(pad):
+        keep[b, ..., :p] = False
+
+    def alone(b):
+        return hyper_attention(q[b:b + 1, :, pad[b]:], k[b:b + 1, :, pad[b]:], v[b:b + 1, :, pad[b]:], is_causal=True,
+                               generator=_gen(0))
+
+    def per_row():
+        return [alone(b) for b in range(B)]
+
+    def masked_batch():
+        return hyper_attention(q, k, v, attn_mask=keep, is_causal=True, generator=_gen(0))
+
+    def sdpa_rows():
+        return [F.scaled_dot_product_attention(q[b:b + 1, :, pad[b]:], k[b:b + 1, :, pad[b]:], v[b:b + 1, :, pad[b]:],
+                                               is_causal=True) for b in range(B)]
+
+    with torch.no_grad():
+        t = measure(sdpa_rows, per_row, masked_batch, repeats=2, warmup=True)
+        exact, rows, batch = t.results
+        full_mask_gb = B * L * L / 2**30
+        t_full = None
+        if full_mask_gb <= 1.0:
+            full = keep & torch.ones(L, L, dtype=torch.bool).tril()
+            t_full = measure(lambda: F.scaled_dot_product_attention(q, k, v, attn_mask=full), repeats=2).seconds[0]
+        again = [alone(b) for b in range(B)]
+    agree = []
+    for b in range(B):
+        real = batch[b:b + 1, :, pad[b]:]
+
+        def rel(x, y):
+            return float((x - y).norm() / y.norm())
+
+        agree.append({"length": lengths[b], "per_row_vs_alone_max_abs": float((rows[b] - again[b]).abs().max()),
+                      "masked_batch_vs_alone_rel": rel(real, rows[b]), "per_row_vs_exact_rel": rel(rows[b], exact[b]),
+                      "masked_batch_vs_exact_rel": rel(real, exact[b])})
+    t_sdpa, t_rows, t_batch = t.seconds
+    checks = [
+        _check("B1", f"left-padded batch {list(lengths)}: HyperAttention per row vs SDPA per row (time)", t_rows,
+               t_sdpa, t_sdpa / t_rows, "reported", None),
+        _check("B1", f"left-padded batch {list(lengths)}: HyperAttention, one masked call vs SDPA per row (time)",
+               t_batch, t_sdpa, t_sdpa / t_batch, "reported", None),
+        _check("B2", "per-row path equals running each row alone (max |diff|)",
+               max(a["per_row_vs_alone_max_abs"] for a in agree), None, None, "= 0",
+               max(a["per_row_vs_alone_max_abs"] for a in agree) == 0.0),
+    ]
+    if t_full is not None:
+        checks.append(_check("B1", "SDPA with the full causal-and-padding mask vs SDPA per row (time)", t_full, t_sdpa,
+                             t_sdpa / t_full, "reported", None))
+    return {"lengths": list(lengths), "heads": heads, "sdpa_rows_s": t_sdpa, "hyper_rows_s": t_rows,
+            "hyper_masked_s": t_batch, "sdpa_full_mask_s": t_full, "full_mask_gb": full_mask_gb, "rows": agree,
+            "checks": checks}
+
+
 # ----------------------------------------------------------------------------------------------- tiny LM
 
 
@@ -524,7 +593,7 @@ def _figures(res: dict) -> list:
 
 def _tables(res: dict) -> list:
     tables = []
-    checks = [c for part in ("quality", "speed", "lm") if part in res for c in res[part]["checks"]]
+    checks = [c for part in ("quality", "speed", "batched", "lm") if part in res for c in res[part]["checks"]]
     if checks:
         rows = [[c["id"], c["criterion"], c["ours"], c["baseline"], c["ratio"], c["threshold"],
                  "PASS" if c["pass"] else ("reported" if c["pass"] is None else "FAIL")] for c in checks]
@@ -535,6 +604,24 @@ def _tables(res: dict) -> list:
                 for r in res["speed"]["rows"]]
         tables.append(("speed: SDPA vs teraml HyperAttention (B=1, H=1, d=64, fp32, best of 3)",
                        ["n", "mode", "SDPA s", "teraml s", "speed-up"], rows))
+    if "batched" in res:
+        bt = res["batched"]
+        full = (f"n/a: the mask would take {bt['full_mask_gb']:.1f} GB" if bt["sdpa_full_mask_s"] is None
+                else f"{bt['sdpa_full_mask_s']:.3g}")
+        tables.append((f"left-padded causal batch, lengths {bt['lengths']}, H={bt['heads']}, d=64: seconds "
+                       f"(SDPA per row {bt['sdpa_rows_s']:.3g}; full-mask SDPA {full})",
+                       ["row length", "per row = alone (max |diff|)", "masked batch vs alone (rel.)",
+                        "per row vs exact (rel.)", "masked batch vs exact (rel.)"],
+                       [[a["length"], a["per_row_vs_alone_max_abs"], a["masked_batch_vs_alone_rel"],
+                         a["per_row_vs_exact_rel"], a["masked_batch_vs_exact_rel"]] for a in bt["rows"]]))
+        tables.append(("left-padded batch: time", ["method", "seconds", "SDPA per row / method"],
+                       [["SDPA per row (is_causal)", bt["sdpa_rows_s"], 1.0],
+                        ["HyperAttention per row (the Hugging Face path)", bt["hyper_rows_s"],
+                         bt["sdpa_rows_s"] / bt["hyper_rows_s"]],
+                        ["HyperAttention, one call with the key-padding mask", bt["hyper_masked_s"],
+                         bt["sdpa_rows_s"] / bt["hyper_masked_s"]]]
+                       + ([["SDPA with the full mask", bt["sdpa_full_mask_s"], bt["sdpa_rows_s"] / bt["sdpa_full_mask_s"]]]
+                          if bt["sdpa_full_mask_s"] is not None else [])))
     if "peers" in res:
         rows = []
         for r in res["peers"]["rows"]:
@@ -575,6 +662,8 @@ def run(*, quick=False, verbose=True, long=False) -> DemoSection:
     res["peers"] = peers_suite(n=n, verbose=verbose)
     ns = (4096, 8192) if quick else ((4096, 8192, 16384, 32768, 65536) if long else (4096, 8192, 16384, 32768))
     res["speed"] = speed_suite(ns=ns, repeats=3, verbose=verbose)
+    res["batched"] = batched_suite((8192, 6144, 4096, 2048) if quick else (32768, 24576, 16384, 8192),
+                                   verbose=verbose)
     res["lm"] = lm_suite(quick=quick, n_windows=2 if quick else 8, verbose=verbose)
     section = DemoSection(title="HyperAttention (teraml.attention)", text=_NOTE, results=res)
     section.tables = _tables(res)

@@ -5,11 +5,12 @@ and transformers' ``sdpa_mask`` under the same name in ``AttentionMaskInterface`
 latter, transformers passes ``attention_mask=None`` even for padded batches). A model then switches
 with ``model.set_attn_implementation(name)`` or ``from_pretrained(..., attn_implementation=name)``.
 
-The function takes the HyperAttention path only for a selected layer, no attention mask (an
-unpadded prefill), no dropout, equal query and key lengths above ``min_seq_len``, and none of
-``softcap``, ``position_bias``, ``sliding_window``, ``s_aux``; every other call (decoding with a KV
-cache, padded batches, chunked prefill, short inputs) runs transformers' own SDPA forward, identical
-to ``"sdpa"``.
+The function takes the HyperAttention path for a selected layer, no dropout, equal query and key lengths
+above ``min_seq_len``, and none of ``softcap``, ``position_bias``, ``sliding_window``, ``s_aux``; a padded
+batch (transformers' causal-and-padding mask, left or right padding) runs HyperAttention on each row's real
+tokens, every row from the same generator state, so that a row's output equals running it alone. Every
+other call (decoding with a KV cache, chunked prefill, short inputs, other masks) runs transformers' own
+SDPA forward, identical to ``"sdpa"``.
 
 Example::
 
@@ -77,6 +78,30 @@ _INDEX = Interval("int", 0)
 _LAYERS = [None, _INDEX, Satisfies(lambda s: all(_INDEX.accepts(x) for x in s), "a sequence of layer indices (ints >= 0)",
                                    types=(list, tuple, range, set, frozenset))]
 _NAME = [Satisfies(bool, "a new non-empty attn_implementation name", types=str)]
+
+
+def _padded_rows(mask, n: int, causal: bool):
+    """For an attention mask of a padded batch, each row's real tokens as a range (lo, hi); None when the mask is
+    anything else (then the call runs exact SDPA). transformers' ``sdpa_mask`` gives (B, 1, L, S), True = attend
+    (or 0 / a large negative float): causal and key padding; the real keys of a row are those its last query
+    row sees, and must be contiguous; a few query rows are checked against causal-and-padding."""
+    if mask.ndim != 4 or mask.shape[1] != 1 or mask.shape[-1] != n or mask.shape[-2] != n:
+        return None
+    valid = mask if mask.dtype == torch.bool else mask == 0
+    keys = valid[:, 0, -1, :]                                          # (B, S)
+    cols = torch.arange(n, device=mask.device)
+    rows = []
+    for b in range(mask.shape[0]):
+        idx = torch.nonzero(keys[b]).flatten()
+        if idx.numel() == 0 or int(idx[-1] - idx[0]) + 1 != idx.numel():
+            return None
+        lo, hi = int(idx[0]), int(idx[-1]) + 1
+        for r in {lo, (lo + hi) // 2, hi - 1}:
+            expect = keys[b] & (cols <= r) if causal else keys[b]
+            if not torch.equal(valid[b, 0, r], expect):
+                return None
+        rows.append((lo, hi))
+    return rows
 
 
 def _check_layers(layers):
@@ -150,19 +175,22 @@ def register_hyper_attention(name="teraml_hyper", *, layers=None, lsh_num_projs=
                               stacklevel=2)
         use_hyper = (
             _layer_selected(layer_sel, layer_idx, n_layers)
-            and attention_mask is None
             and not dropout
             and query.shape[2] == key.shape[2]
             and key.shape[2] > min_seq_len
             and not bad
         )
+        causal = kwargs.get("is_causal")
+        if causal is None:
+            causal = getattr(module, "is_causal", True)
+        rows = None
+        if use_hyper and attention_mask is not None:
+            rows = _padded_rows(attention_mask, query.shape[2], bool(causal))
+            use_hyper = rows is not None
         if not use_hyper:
             reg.counts["exact"] += 1
             return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout,
                                           scaling=scaling, **kwargs)
-        causal = kwargs.get("is_causal")
-        if causal is None:
-            causal = getattr(module, "is_causal", True)
         s = layer_seed(layer_idx)
         pkey = (layer_idx, query.shape[-1], query.device, query.dtype)
         proj = projections.get(pkey)
@@ -176,10 +204,20 @@ def register_hyper_attention(name="teraml_hyper", *, layers=None, lsh_num_projs=
         if gen is None:
             gen = torch.Generator(device=query.device).manual_seed(s)
             generators[gkey] = gen
-        out = hyper_attention(query, key, value, is_causal=bool(causal), scale=scaling,
-                              enable_gqa=query.shape[1] != key.shape[1], lsh_num_projs=lsh_num_projs,
-                              block_size=block_size, sample_size=sample_size, min_seq_len=min_seq_len,
-                              bucket_order=bucket_order, projections=proj, generator=gen)
+        kw = dict(is_causal=bool(causal), scale=scaling, enable_gqa=query.shape[1] != key.shape[1],
+                  lsh_num_projs=lsh_num_projs, block_size=block_size, sample_size=sample_size,
+                  min_seq_len=min_seq_len, bucket_order=bucket_order, projections=proj, generator=gen)
+        if rows is None:
+            out = hyper_attention(query, key, value, **kw)
+        else:
+            # a padded batch: each row's real tokens on their own, every row from the same generator state,
+            # so a row's output equals running that row alone (pad positions get 0; nothing reads them)
+            out = query.new_zeros(*query.shape[:-1], value.shape[-1])
+            state = gen.get_state()
+            for b, (lo, hi) in enumerate(rows):
+                gen.set_state(state)
+                out[b:b + 1, :, lo:hi] = hyper_attention(query[b:b + 1, :, lo:hi], key[b:b + 1, :, lo:hi],
+                                                         value[b:b + 1, :, lo:hi], **kw)
         reg.counts["hyper"] += 1
         return out.transpose(1, 2).contiguous(), None
 

@@ -16,7 +16,9 @@ Layout of the implementation: ``_checks.py`` (argument checks), ``_dispatch.py``
 choice of path), ``_unmasked.py`` (the unmasked kernels), ``_causal.py`` (the causal drivers), ``lsh.py``
 (the sort-LSH) and ``naive.py`` (the dense reference every path is tested against).
 
-Public rule: **exact iff n_k <= min_seq_len**, causal or not.
+Public rule: **exact iff n_k <= min_seq_len**, causal or not; the exact path is SDPA itself and takes every
+argument SDPA takes. Beyond it a key-padding ``attn_mask`` (the same for every query row) is honoured
+exactly: masked keys leave the blocks and are never sampled.
 
 Differences from the reference code, each tested: sampled keys inside the query's block are masked
 (the reference double-counts them), the bucket order is a true Gray-code walk, padded keys are masked,
@@ -54,10 +56,12 @@ def hyper_attention(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=
     ----------
     query : (B, H, L, E) or (B, L, E) tensor
     key, value : (B, H_kv, S, E) and (B, H_kv, S, E_v), or 3-D like ``query``
-    attn_mask : must be None (use ``is_causal``; arbitrary masks need SDPA)
-    dropout_p : must be 0.0
-    is_causal : causal attention (requires L == S), via the paper's recursion
-    scale : softmax scale, default ``E ** -0.5``
+    attn_mask : None; at S <= min_seq_len any SDPA mask; beyond, a key-padding mask: bool (True = attend) or
+        float (added to the scores), broadcastable to (B, H, L, S) and the same for every query row, e.g.
+        (B, 1, 1, S); any other mask is a ``ValueError``
+    dropout_p : 0.0; dropout only on the exact path (S <= min_seq_len, SDPA's)
+    is_causal : causal attention via the paper's recursion; L != S follows SDPA (query i sees keys 0..i)
+    scale : softmax scale, default ``E ** -0.5`` (>= 0 beyond min_seq_len)
     enable_gqa : query head j reads key head ``j // (H / H_kv)``, as in SDPA
     lsh_num_projs : r, the number of hyperplanes (2^r buckets), 1..16
     block_size : keys per LSH block (b)
