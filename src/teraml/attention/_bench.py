@@ -408,7 +408,7 @@ def lm_suite(*, n_windows=8, context=4096, seeds=(0, 1, 2), quick=False, verbose
     smoke = False
     if quick:
         try:
-            ckpt = tinylm.train_tinylm(verbose=verbose) if _cached_full_tinylm() else None
+            ckpt = tinylm.train_tinylm(verbose=verbose) if tinylm.is_cached() else None
         except Exception:  # noqa: BLE001
             ckpt = None
         if ckpt is None:  # a 60-step smoke model: checks L1 only
@@ -517,14 +517,6 @@ def lm_variants(model, *, context=4096, n_windows=8, seeds=(0, 1, 2), quick=Fals
         "ppl_per_seed": ppl_runs, "prefix_max_abs_nll_diff": prefix, "checks": checks,
         "position_edges": edges.tolist(), "bpb_by_position": by_pos, "seconds": seconds,
     }
-
-
-def _cached_full_tinylm() -> bool:
-    from teraml.models import tinylm
-
-    root = tinylm.cache_dir() / "tinylm"
-    key = tinylm._cache_key(tinylm.CONFIG, tinylm.RECIPE, tinylm.stdlib_text_sha256("train"))
-    return (root / key / "manifest.json").is_file()
 
 
 # ----------------------------------------------------------------------------------------------- figures

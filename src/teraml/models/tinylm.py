@@ -64,6 +64,7 @@ __all__ = [
     "RECIPE",
     "TinyLMCheckpoint",
     "cache_dir",
+    "is_cached",
     "make_config",
     "make_model",
     "train_tinylm",
@@ -228,6 +229,18 @@ def _hf_progress(verbose: bool):
 def _cache_key(config: dict, recipe: dict, data_sha: str) -> str:
     blob = json.dumps({"config": config, "recipe": recipe, "data": data_sha}, sort_keys=True).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def is_cached(config: dict | None = None, recipe: dict | None = None, cache: str | os.PathLike | None = None) -> bool:
+    """Whether :func:`train_tinylm` with these overrides would load a checkpoint instead of training.
+
+    >>> isinstance(is_cached(), bool)
+    True
+    """
+    check_path("cache", cache, allow_none=True)
+    cfg, rec = _merged(CONFIG, config, "config"), _merged(RECIPE, recipe, "recipe")
+    root = (Path(cache) if cache is not None else cache_dir()) / "tinylm"
+    return (root / _cache_key(cfg, rec, stdlib_text_sha256("train")) / "manifest.json").is_file()
 
 
 def _versions() -> dict:
