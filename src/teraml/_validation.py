@@ -118,11 +118,13 @@ def _num(x):
     return x
 
 
-def _is_int(value) -> bool:
+def is_int(value) -> bool:
+    """True for Python and numpy integers, False for bools (which Python counts as integers)."""
     return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
 
 
-def _is_real(value) -> bool:
+def is_real(value) -> bool:
+    """True for real Python and numpy numbers, False for bools."""
     return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
 
 
@@ -158,7 +160,7 @@ class Interval:
         self.kind, self.low, self.high, self.closed, self.text = kind, low, high, closed, text
 
     def type_ok(self, value) -> bool:
-        return _is_int(value) if self.kind == "int" else _is_real(value)
+        return is_int(value) if self.kind == "int" else is_real(value)
 
     def accepts(self, value) -> bool:
         if not self.type_ok(value):
@@ -227,7 +229,7 @@ def _same_kind(option, value) -> bool:
         return isinstance(value, str)
     if isinstance(option, bool):
         return isinstance(value, (bool, np.bool_))
-    return _is_real(value)
+    return is_real(value)
 
 
 class InstanceOf:
@@ -492,7 +494,7 @@ def check_same_length(lengths: Mapping[str, Any]) -> int:
     ...
     ValueError: X and y must have the same number of rows; got X: 2, y: 3
     """
-    counts = {name: int(a) if _is_int(a) else int(a.shape[0]) if hasattr(a, "shape") else len(a)
+    counts = {name: int(a) if is_int(a) else int(a.shape[0]) if hasattr(a, "shape") else len(a)
               for name, a in lengths.items()}
     if len(set(counts.values())) > 1:
         parts = ", ".join(f"{n}: {c}" for n, c in counts.items())

@@ -39,6 +39,7 @@ from teraml._validation import (
     check_float,
     check_param,
     check_random_state,
+    is_int,
 )
 
 __all__ = ["LabelDP", "Aggregator", "AggregateRelease", "PrivacyLedger", "PrivacyWarning", "normalize_bags",
@@ -177,7 +178,7 @@ def _id_kind(x) -> str | None:
         return None
     if isinstance(x, str):
         return "str"
-    if isinstance(x, (int, np.integer)) and not isinstance(x, (bool, np.bool_)):
+    if is_int(x):
         return "int"
     return "float" if isinstance(x, (float, np.floating)) else type(x).__name__
 
