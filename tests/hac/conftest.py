@@ -7,12 +7,16 @@ from teraml.datasets import load_digits
 from teraml.hac import Graph
 
 
-def _er_graph(n=200, p=0.05, seed=0):
-    """An Erdos-Renyi graph on n nodes with weights U(0.01, 1)."""
+def _er_graph(n=200, p=0.05, seed=0, low=0.01, weight=None):
+    """An Erdos-Renyi graph on n nodes with weights U(low, 1), or all equal to ``weight``; ``seed`` may be a
+    Generator, which then continues past the draws made here. None when no edge is drawn."""
     rng = np.random.default_rng(seed)
     iu = np.triu_indices(n, 1)
     keep = rng.random(iu[0].size) < p
-    return Graph.from_edges(iu[0][keep], iu[1][keep], rng.uniform(0.01, 1, keep.sum()), n_nodes=n)
+    if not keep.any():
+        return None
+    w = np.full(keep.sum(), weight) if weight is not None else rng.uniform(low, 1, keep.sum())
+    return Graph.from_edges(iu[0][keep], iu[1][keep], w, n_nodes=n)
 
 
 def _adjacency(g):
@@ -59,7 +63,8 @@ def _replay(members, adj, size, M, merges):
 
 @pytest.fixture(scope="session")
 def er_graph():
-    """``er_graph(n=200, p=0.05, seed=0)``: a seeded Erdos-Renyi similarity graph."""
+    """``er_graph(n=200, p=0.05, seed=0, low=0.01, weight=None)``: a seeded Erdos-Renyi similarity graph
+    (session-scoped, so hypothesis tests may take it)."""
     return _er_graph
 
 

@@ -66,13 +66,10 @@ def test_threshold_and_forest():
 
 @settings(max_examples=20, deadline=None)
 @given(n=st.integers(2, 40), p=st.floats(0.05, 0.6), seed=st.integers(0, 10_000))
-def test_properties_partition_and_reducibility(n, p, seed):
-    rng = np.random.default_rng(seed)
-    iu = np.triu_indices(n, 1)
-    keep = rng.random(iu[0].size) < p
-    if not keep.any():
+def test_properties_partition_and_reducibility(n, p, seed, er_graph):
+    g = er_graph(n, p, seed)
+    if g is None:
         return
-    g = Graph.from_edges(iu[0][keep], iu[1][keep], rng.uniform(0.01, 1, keep.sum()), n_nodes=n)
     d = exact_hac(g)
     assert d.is_monotone()  # exact average linkage is reducible: similarities never increase
     seen = np.zeros(n + d.n_merges, dtype=int)

@@ -95,20 +95,16 @@ def test_i4_subgraph_hac_depends_only_on_the_rows(seed, er_graph):
 @settings(max_examples=60, deadline=None)
 @given(n=st.integers(2, 25), p=st.floats(0.15, 0.9), seed=st.integers(0, 10_000), frozen=st.integers(2, 6),
        prune=st.sampled_from([0.0, 0.05, 0.2]))
-def test_kernel_equals_the_readable_reference_at_eps0(n, p, seed, frozen, prune):
+def test_kernel_equals_the_readable_reference_at_eps0(n, p, seed, frozen, prune, er_graph, adjacency):
     # at eps = 0 sizes are announced at every merge, so every merge of either is a reciprocal-best pair (g = 1)
     # and both build the same tree: the same merges, the same final sizes and M. Only the order of independent
     # pairs may differ (the kernel refreshes stale neighbours lazily, the reference at once), and with it the
     # grouping of the sums S(c, x): W agrees to the last few bits.
     rng = np.random.default_rng(seed)
-    iu = np.triu_indices(n, 1)
-    keep = rng.random(iu[0].size) < p
-    if not keep.any():
+    g = er_graph(n, p, rng)
+    if g is None:
         return
-    adj = {}
-    for a, b, w in zip(iu[0][keep].tolist(), iu[1][keep].tolist(), rng.uniform(0.01, 1, keep.sum()).tolist()):
-        adj.setdefault(a, {})[b] = w
-        adj.setdefault(b, {})[a] = w
+    adj = adjacency(g)
     size = {u: int(rng.integers(1, 4)) for u in range(n)}
     M = {u: (math.inf if size[u] == 1 else float(rng.uniform(0.05, 1.0))) for u in range(n)}
     members = [u for u in range(n) if u % frozen != 0 and u in adj]

@@ -38,13 +38,9 @@ def test_q1_eps0_equals_exact_on_digits_and_rounds():
 
 
 @pytest.mark.parametrize("seed", [None, 1, 2])
-def test_eps0_is_exact_under_any_tie_order(seed):
+def test_eps0_is_exact_under_any_tie_order(seed, er_graph):
     # ties: all weights equal, so only the tie order decides which reciprocal pairs merge first
-    n = 60
-    rng = np.random.default_rng(0)
-    iu = np.triu_indices(n, 1)
-    keep = rng.random(iu[0].size) < 0.1
-    g = Graph.from_edges(iu[0][keep], iu[1][keep], np.full(keep.sum(), 0.5), n_nodes=n)
+    g = er_graph(60, 0.1, 0, weight=0.5)
     m = TeraHAC(threshold=0.0, epsilon=0.0, random_state=seed).fit(g)
     c = certify(g, m.dendrogram_, eps=0.0)
     assert c["max_goodness"] <= 1 + 1e-9 and c["min_greedy_ratio"] >= 1 - 1e-9
@@ -95,14 +91,11 @@ def test_planted_partition_and_threshold_labels():
 @settings(max_examples=15, deadline=None)
 @given(n=st.integers(3, 30), p=st.floats(0.1, 0.7), seed=st.integers(0, 5000),
        eps=st.sampled_from([0.0, 0.01, 0.1, 0.5, 1.0]))
-def test_hypothesis_eps0_exact_and_relabel_invariance(n, p, seed, eps):
+def test_hypothesis_eps0_exact_and_relabel_invariance(n, p, seed, eps, er_graph):
     rng = np.random.default_rng(seed)
-    iu = np.triu_indices(n, 1)
-    keep = rng.random(iu[0].size) < p
-    if not keep.any():
+    g = er_graph(n, p, rng, low=1e-3)
+    if g is None:
         return
-    w = rng.uniform(1e-3, 1, keep.sum())
-    g = Graph.from_edges(iu[0][keep], iu[1][keep], w, n_nodes=n)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         m = TeraHAC(threshold=0.0, epsilon=eps).fit(g)
@@ -110,8 +103,8 @@ def test_hypothesis_eps0_exact_and_relabel_invariance(n, p, seed, eps):
         d = exact_hac(g)
         assert np.allclose(np.sort(d.similarity), np.sort(m.dendrogram_.similarity), rtol=1e-12)
     # shuffled edge rows give the same clusters
-    perm = rng.permutation(keep.sum())
-    g2 = Graph.from_edges(iu[0][keep][perm], iu[1][keep][perm], w[perm], n_nodes=n)
+    perm = rng.permutation(g.n_edges)
+    g2 = Graph.from_edges(g.src[perm], g.dst[perm], g.weight[perm], n_nodes=n)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         m2 = TeraHAC(threshold=0.0, epsilon=eps).fit(g2)
@@ -119,7 +112,7 @@ def test_hypothesis_eps0_exact_and_relabel_invariance(n, p, seed, eps):
     assert np.array_equal(m.dendrogram_.flatten(t), m2.dendrogram_.flatten(t))
     # relabelled ids give the same clusters (in the new ids)
     relabel = rng.permutation(n)
-    g3 = Graph.from_edges(relabel[iu[0][keep]], relabel[iu[1][keep]], w, n_nodes=n)
+    g3 = Graph.from_edges(relabel[g.src], relabel[g.dst], g.weight, n_nodes=n)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         m3 = TeraHAC(threshold=t, epsilon=eps, n_jobs=2, max_partition_size=4).fit(g3)
