@@ -57,6 +57,8 @@ __all__ = [
     "BOOL",
     "VERBOSE",
     "describe_allowed",
+    "is_int",
+    "is_real",
     "check_param",
     "check_params",
     "check_bool",
@@ -363,7 +365,7 @@ def check_bool(name: str, value: Any, *, sep: str = "; ") -> bool:
     """Check that ``value`` is a bool (numpy bools accepted)."""
     if isinstance(value, (bool, np.bool_)):
         return bool(value)
-    raise _fail(name, "a bool", value, wrong_type=True, sep=sep, shown=type_name(value) + " " + describe(value))
+    raise _fail(name, "a bool", value, wrong_type=True, sep=sep)
 
 
 def check_int(name: str, value: Any, *, min_value: int | None = None, max_value: int | None = None,

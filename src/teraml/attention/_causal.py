@@ -30,15 +30,10 @@ def exact_grouped(q, k, v, scale, causal, key_bias=None):
     *L, Hk, g, n_q, d = q.shape
     n_k, dv = k.shape[-2], v.shape[-1]
     lead = tuple(L)
-    n_lead = 1
-    for s_ in lead:
-        n_lead *= s_
 
     def one(qc, kc, vc, bc):
         lc = qc.shape[:-4]
-        B = 1
-        for s_ in lc:
-            B *= s_
+        B = math.prod(lc)
         if not causal and bc is None:  # every query row of a group sees the same keys: fold the group into rows
             o, lse = exact_attention(qc.reshape(B, Hk, g * n_q, d), kc.reshape(B, Hk, n_k, d),
                                      vc.reshape(B, Hk, n_k, dv), scale=scale)

@@ -10,6 +10,7 @@ True
 from __future__ import annotations
 
 import itertools
+import math
 
 import torch
 
@@ -18,10 +19,7 @@ __all__ = ["flat_index", "gather_rows", "scatter_rows", "lead_chunks"]
 
 def flat_index(x_lead: tuple, shape: list, n: int, idx: torch.Tensor) -> torch.Tensor:
     """Flat row indices into x.reshape(-1, e) for idx (broadcast to ``shape`` + (m,))."""
-    count = 1
-    for s_ in x_lead:
-        count *= s_
-    base = (torch.arange(count, device=idx.device) * n).view(*x_lead, 1) if x_lead else torch.zeros(1, dtype=torch.long, device=idx.device)
+    base = (torch.arange(math.prod(x_lead), device=idx.device) * n).view(*x_lead, 1) if x_lead else torch.zeros(1, dtype=torch.long, device=idx.device)
     base = base.expand(*shape, 1)
     return (base + idx.expand(*shape, idx.shape[-1])).reshape(-1)
 
@@ -43,10 +41,7 @@ def scatter_rows(x: torch.Tensor, perm: torch.Tensor) -> torch.Tensor:
 
 def lead_chunks(lead: tuple, max_rows: int):
     """Index tuples over the leading dims ``lead`` so that each chunk covers at most ``max_rows`` of them."""
-    j, count = 0, 1
-    total = 1
-    for s_ in lead:
-        total *= s_
+    j, count, total = 0, 1, math.prod(lead)
     while j < len(lead) and total // count > max_rows:
         count *= lead[j]
         j += 1

@@ -37,7 +37,6 @@ __all__ = ["unmasked_attention"]
 _SCORE_BUDGET = 1 << 26
 _SCORE_BUDGET_CPU = 1 << 22
 _FUSED_BUDGET = 1 << 27  # elements of the gathered q', k', v' of one chunk on GPU
-_SOURCE_BUDGET = 1 << 28  # elements of the padded k', v', q' copies one fused call may hold at once
 
 
 def _acc(x: torch.Tensor) -> torch.Tensor:
@@ -149,9 +148,7 @@ def _unmasked_fused_split(q, k, v, scale, plan: _Plan, budget):
     elements."""
     *L, Hk, g, n_q, d = q.shape
     n_k = k.shape[-2]
-    n_lead = 1
-    for s_ in L:
-        n_lead *= s_
+    n_lead = math.prod(L)
     total = n_lead * Hk * (2 * n_k + g * n_q) * (d + 8)
     parts = min(Hk, -(-total // budget))
     if parts <= 1:
@@ -186,9 +183,7 @@ def _unmasked_fused(q, k, v, scale, plan: _Plan):
     *L, Hk, g, n_q, d = q.shape
     n_k, dv = k.shape[-2], v.shape[-1]
     dev, dt = q.device, q.dtype
-    n_lead = 1
-    for s_ in L:
-        n_lead *= s_
+    n_lead = math.prod(L)
     nb = -(-n_k // b)
     bq = -(-n_q // nb)
     pad_k, pad_q = nb * b - n_k, nb * bq - n_q
@@ -356,9 +351,7 @@ def unmasked_attention(q, k, v, cfg: HyperConfig, sample_idx=None, key_bias=None
     proj, scale, generator, variant = cfg.proj, cfg.scale, cfg.generator, cfg.variant
     *L, Hk, g, n_q, d = q.shape
     n_k, dv = k.shape[-2], v.shape[-1]
-    n_lead = 1
-    for s_ in L:
-        n_lead *= s_
+    n_lead = math.prod(L)
     if variant.blocks == "random":
         perm_q = torch.argsort(torch.rand(q.shape[:-1], generator=generator, device=q.device), dim=-1)
         perm_k = torch.argsort(torch.rand(k.shape[:-1], generator=generator, device=q.device), dim=-1)

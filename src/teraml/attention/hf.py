@@ -32,6 +32,7 @@ import torch
 from teraml._validation import Interval, Satisfies, check_bool, check_int, check_param
 from teraml.attention._checks import check_hyper_params
 from teraml.attention.hyper import hyper_attention
+from teraml.attention.lsh import default_projections
 
 __all__ = ["register_hyper_attention", "HyperAttentionRegistration"]
 
@@ -156,7 +157,6 @@ def register_hyper_attention(name="teraml_hyper", *, layers=None, lsh_num_projs=
     check_int("seed", seed, min_value=0)
     reg = HyperAttentionRegistration(name, layer_sel, lsh_num_projs, block_size, sample_size, min_seq_len,
                                      bucket_order, seed)
-    projections: dict[tuple, torch.Tensor] = {}
     generators = reg._generators
     warned: set[str] = set()
 
@@ -192,13 +192,7 @@ def register_hyper_attention(name="teraml_hyper", *, layers=None, lsh_num_projs=
             return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout,
                                           scaling=scaling, **kwargs)
         s = layer_seed(layer_idx)
-        pkey = (layer_idx, query.shape[-1], query.device, query.dtype)
-        proj = projections.get(pkey)
-        if proj is None:
-            gen = torch.Generator().manual_seed(s)
-            with torch.inference_mode(False):   # cached: must not be an inference tensor (training comes later)
-                proj = torch.randn(query.shape[-1], lsh_num_projs, generator=gen).to(query.device, query.dtype)
-            projections[pkey] = proj
+        proj = default_projections(query.shape[-1], lsh_num_projs, dtype=query.dtype, device=query.device, seed=s)
         gkey = (layer_idx, str(query.device))
         gen = generators.get(gkey)
         if gen is None:
