@@ -102,9 +102,9 @@ def cmd_demo(args) -> int:
 def cmd_bench(args) -> int:
     from teraml.report import bench_main
 
-    if args.name not in available_benchmarks():
-        print(f"teraml bench: unknown benchmark {args.name!r}; available: {', '.join(available_benchmarks())}",
-              file=sys.stderr)
+    names = available_benchmarks()
+    if args.name not in names:
+        print(f"teraml bench: unknown benchmark {args.name!r}; available: {', '.join(names)}", file=sys.stderr)
         return 2
     try:
         return bench_main(args.name, args.options)

@@ -21,6 +21,7 @@ from teraml._benchutil import check as _check
 from teraml._demo import DemoContext, DemoSection, SummaryRow
 from teraml.attention._dispatch import Variant, hyper_forward
 from teraml.attention._merge import exact_attention, merge_attention
+from teraml.attention.hf import padded_rows_attention
 from teraml.attention.hyper import hyper_attention
 from teraml.datasets import make_attention_qkv
 
@@ -292,12 +293,12 @@ def batched_suite(lengths=(32768, 24576, 16384, 8192), heads=2, verbose=False) -
     for b, p in enumerate(pad):
         keep[b, ..., :p] = False
 
-    def alone(b):
-        return hyper_attention(q[b:b + 1, :, pad[b]:], k[b:b + 1, :, pad[b]:], v[b:b + 1, :, pad[b]:], is_causal=True,
+    def alone(b):  # the row on its own: contiguous copies of its real tokens, a fresh generator
+        return hyper_attention(*(x[b:b + 1, :, pad[b]:].clone() for x in (q, k, v)), is_causal=True,
                                generator=_gen(0))
 
-    def per_row():
-        return [alone(b) for b in range(B)]
+    def per_row():  # the Hugging Face path: the padded batch row by row, the generator state reset per row
+        return padded_rows_attention(q, k, v, [(p, L) for p in pad], generator=_gen(0), is_causal=True)
 
     def masked_batch():
         return hyper_attention(q, k, v, attn_mask=keep, is_causal=True, generator=_gen(0))
@@ -317,13 +318,13 @@ def batched_suite(lengths=(32768, 24576, 16384, 8192), heads=2, verbose=False) -
         again = [alone(b) for b in range(B)]
     agree = []
     for b in range(B):
-        real = batch[b:b + 1, :, pad[b]:]
+        real, row = batch[b:b + 1, :, pad[b]:], rows[b:b + 1, :, pad[b]:]
 
         def rel(x, y):
             return float((x - y).norm() / y.norm())
 
-        agree.append({"length": lengths[b], "per_row_vs_alone_max_abs": float((rows[b] - again[b]).abs().max()),
-                      "masked_batch_vs_alone_rel": rel(real, rows[b]), "per_row_vs_exact_rel": rel(rows[b], exact[b]),
+        agree.append({"length": lengths[b], "per_row_vs_alone_max_abs": float((row - again[b]).abs().max()),
+                      "masked_batch_vs_alone_rel": rel(real, row), "per_row_vs_exact_rel": rel(row, exact[b]),
                       "masked_batch_vs_exact_rel": rel(real, exact[b])})
     t_sdpa, t_rows, t_batch = t.seconds
     checks = [

@@ -105,6 +105,29 @@ def _padded_rows(mask, n: int, causal: bool):
     return rows
 
 
+def padded_rows_attention(query, key, value, rows, *, generator=None, **kwargs):
+    """HyperAttention of a padded batch (B, H, n, E), row by row on each row's real tokens ``rows[b] = (lo, hi)``.
+
+    Every row starts from the same ``generator`` state, so a row's output equals running that row alone
+    with the generator in that state; pad positions get 0. ``kwargs`` go to :func:`hyper_attention`.
+
+    >>> import torch
+    >>> q = torch.randn(2, 1, 6000, 16)
+    >>> out = padded_rows_attention(q, q, q, [(1000, 6000), (0, 6000)], generator=torch.Generator(),
+    ...                             is_causal=True, min_seq_len=1024)
+    >>> bool(out[0, :, :1000].eq(0).all())
+    True
+    """
+    out = query.new_zeros(*query.shape[:-1], value.shape[-1])
+    state = None if generator is None else generator.get_state()
+    for b, (lo, hi) in enumerate(rows):
+        if state is not None:
+            generator.set_state(state)
+        out[b:b + 1, :, lo:hi] = hyper_attention(query[b:b + 1, :, lo:hi], key[b:b + 1, :, lo:hi],
+                                                 value[b:b + 1, :, lo:hi], generator=generator, **kwargs)
+    return out
+
+
 def _check_layers(layers):
     layers = check_param("layers", layers, _LAYERS)
     return layers if layers is None or isinstance(layers, int) else frozenset(int(x) for x in layers)
@@ -201,17 +224,8 @@ def register_hyper_attention(name="teraml_hyper", *, layers=None, lsh_num_projs=
         kw = dict(is_causal=bool(causal), scale=scaling, enable_gqa=query.shape[1] != key.shape[1],
                   lsh_num_projs=lsh_num_projs, block_size=block_size, sample_size=sample_size,
                   min_seq_len=min_seq_len, bucket_order=bucket_order, projections=proj, generator=gen)
-        if rows is None:
-            out = hyper_attention(query, key, value, **kw)
-        else:
-            # a padded batch: each row's real tokens on their own, every row from the same generator state,
-            # so a row's output equals running that row alone (pad positions get 0; nothing reads them)
-            out = query.new_zeros(*query.shape[:-1], value.shape[-1])
-            state = gen.get_state()
-            for b, (lo, hi) in enumerate(rows):
-                gen.set_state(state)
-                out[b:b + 1, :, lo:hi] = hyper_attention(query[b:b + 1, :, lo:hi], key[b:b + 1, :, lo:hi],
-                                                         value[b:b + 1, :, lo:hi], **kw)
+        out = hyper_attention(query, key, value, **kw) if rows is None else padded_rows_attention(
+            query, key, value, rows, **kw)
         reg.counts["hyper"] += 1
         return out.transpose(1, 2).contiguous(), None
 

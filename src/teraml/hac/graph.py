@@ -404,7 +404,7 @@ def _weight_column(col) -> np.ndarray:
 
     if col.null_count:
         raise ValueError(f"weight has {col.null_count} missing values (first at row {_first_null(col)})")
-    if not (pa.types.is_integer(col.type) or pa.types.is_floating(col.type) or pa.types.is_boolean(col.type)):
+    if not (_is_numeric_type(col.type) or pa.types.is_boolean(col.type)):
         values = col.to_pylist()
         for i, x in enumerate(values):
             try:
@@ -473,5 +473,5 @@ def _pyarrow():
         import pyarrow as pa
         import pyarrow.parquet as pq
     except ImportError as exc:  # pragma: no cover
-        raise ImportError("Parquet I/O needs pyarrow: pip install pyarrow") from exc
+        raise ImportError("reading CSV or Parquet needs pyarrow: pip install pyarrow") from exc
     return pa, pq

@@ -237,10 +237,15 @@ def is_cached(config: dict | None = None, recipe: dict | None = None, cache: str
     >>> isinstance(is_cached(), bool)
     True
     """
-    check_path("cache", cache, allow_none=True)
     cfg, rec = _merged(CONFIG, config, "config"), _merged(RECIPE, recipe, "recipe")
-    root = (Path(cache) if cache is not None else cache_dir()) / "tinylm"
-    return (root / _cache_key(cfg, rec, stdlib_text_sha256("train")) / "manifest.json").is_file()
+    return (_checkpoint_dir(cfg, rec, cache, stdlib_text_sha256("train")) / "manifest.json").is_file()
+
+
+def _checkpoint_dir(cfg: dict, rec: dict, cache, data_sha: str) -> Path:
+    """The cache folder of the checkpoint of (config, recipe, training data) under ``cache`` (None: cache_dir())."""
+    check_path("cache", cache, allow_none=True)
+    root = Path(cache) if cache is not None else cache_dir()
+    return root / "tinylm" / _cache_key(cfg, rec, data_sha)
 
 
 def _versions() -> dict:
@@ -385,11 +390,8 @@ def train_tinylm(
     cfg = _merged(CONFIG, config, "config")
     rec = _merged(RECIPE, recipe, "recipe")
     _check_recipe(rec)
-    check_path("cache", cache, allow_none=True)
-    root = Path(cache) if cache is not None else cache_dir()
     data_sha = stdlib_text_sha256("train")
-    key = _cache_key(cfg, rec, data_sha)
-    path = root / "tinylm" / key
+    path = _checkpoint_dir(cfg, rec, cache, data_sha)
     manifest_path = path / "manifest.json"
     if not retrain and manifest_path.is_file():
         try:
@@ -432,7 +434,7 @@ def train_tinylm(
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=path.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}-", dir=path.parent))
     try:
         with _hf_progress(verbose):
             model.save_pretrained(tmp)
