@@ -1,4 +1,3 @@
-import warnings
 
 import numpy as np
 import pytest
@@ -216,15 +215,6 @@ def test_dropped_rows_and_nan_targets():
 
 
 # ------------------------------------------------------------------------------------- C10
-
-
-def test_c10_check_estimator():
-    from sklearn.utils.estimator_checks import check_estimator
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        check_estimator(AggregateRegressor(rho=0.5))
-        check_estimator(AggregateRegressor(cv=2, rho_grid=3))
 
 
 def test_c10_metadata_routing_with_group_kfold():

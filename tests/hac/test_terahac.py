@@ -4,6 +4,7 @@ import warnings
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn.metrics import adjusted_rand_score
@@ -135,13 +136,24 @@ def test_hypothesis_eps0_exact_and_relabel_invariance(n, p, seed, eps, er_graph)
 @pytest.mark.parametrize(
     "kwargs, X, exc, match",
     [
-        ({}, "g", ValueError, "exactly one of threshold or n_clusters must be given, got threshold=None, n_clusters=None"),
+        ({"threshold": 0.1, "n_clusters": 3}, "g", ValueError,
+         "at most one of threshold or n_clusters may be given, got threshold=0.1, n_clusters=3"),
         ({"threshold": -0.2}, "g", ValueError,
          r"threshold must be a finite float >= 0 \(a similarity, not a distance\), got -0.2"),
         ({"threshold": 0.1, "epsilon": float("nan")}, "g", ValueError, "epsilon must be a finite float >= 0, got nan"),
         ({"threshold": 0.1, "engine": "dask"}, "g", ValueError, "engine must be 'local'"),
-        ({"threshold": 0.1}, np.zeros((3, 3)), TypeError,
-         "X must be a Graph or a square scipy.sparse matrix, got numpy.ndarray; for points use Graph.from_points"),
+        ({"threshold": 0.1}, np.zeros((3, 3)), ValueError, "X has 3 all-zero rows; cosine similarity is undefined"),
+        ({"threshold": 0.1, "affinity": "precomputed"}, np.zeros((3, 3)), ValueError,
+         "graph has no edge with weight > 0 after cleaning"),
+        ({"threshold": 0.1, "affinity": "knn"}, "g", TypeError,
+         "X must be feature rows .* with affinity='knn', got Graph; pass affinity='precomputed'"),
+        ({"threshold": 0.1}, sp.csr_array(np.eye(5, 7)), ValueError,
+         r"similarity matrix must be square, got shape \(5, 7\); for sparse feature rows pass affinity='knn'"),
+        ({"affinity": "rbf"}, "g", ValueError, "affinity must be 'auto', 'knn' or 'precomputed', got 'rbf'"),
+        ({"n_neighbors": 0}, np.eye(4), ValueError, "n_neighbors must be an int >= 1, got 0"),
+        ({"metric": "l1"}, np.eye(4), ValueError, "metric must be 'cosine' or 'euclidean', got 'l1'"),
+        ({}, np.eye(1, 3), ValueError, r"Found array with 1 sample\(s\)"),
+        ({}, np.array([[1.0, np.nan], [0, 1], [1, 1]]), ValueError, "X has 1 rows with NaN/inf"),
         ({"threshold": 0.1, "max_rounds": 0}, "g", ValueError, "max_rounds must be an int >= 1, got 0"),
         ({"threshold": 0.1, "n_jobs": 0}, "g", ValueError, "n_jobs must be None, -1 or an int >= 1, got 0"),
         ({"threshold": 0.1, "random_state": -3}, "g", ValueError, "random_state must be None or an int >= 0, got -3"),

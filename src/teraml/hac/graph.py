@@ -227,23 +227,31 @@ class Graph:
     def from_points(cls, X, *, n_neighbors=10, metric="cosine") -> Graph:
         """Exact k-NN similarity graph of points: cosine ``1 - d`` (pairs <= 0 dropped) or euclidean ``1/(1+d)``.
 
-        A point's own row is dropped by index (duplicates of it may be its first neighbours); edges are
-        symmetrised by max.
+        ``X`` is a dense (n, d) array or a scipy.sparse matrix of n feature rows. A point's own row is dropped
+        by index (duplicates of it may be its first neighbours); edges are symmetrised by max.
 
         >>> Graph.from_points(np.random.default_rng(0).normal(size=(50, 4)), n_neighbors=5).n_nodes
         50
         """
         from sklearn.neighbors import NearestNeighbors
 
-        X = np.asarray(X, dtype=np.float64)
+        if sp.issparse(X):
+            X = sp.csr_array(X, dtype=np.float64)
+            X.sum_duplicates()
+            bad = np.zeros(X.shape[0], dtype=bool)
+            bad[np.repeat(np.arange(X.shape[0]), np.diff(X.indptr))[~np.isfinite(X.data)]] = True
+            sq_norm = np.asarray(X.multiply(X).sum(axis=1)).ravel() if not bad.any() else None
+        else:
+            X = np.asarray(X, dtype=np.float64)
+            bad = ~np.all(np.isfinite(X), axis=1) if X.ndim == 2 else None
+            sq_norm = None
         if X.ndim != 2 or X.shape[0] < 2:
             raise ValueError(f"X must be a 2-D array of at least 2 points, got shape {X.shape}")
-        bad = ~np.all(np.isfinite(X), axis=1)
         if bad.any():
             raise ValueError(f"X has {int(bad.sum())} rows with NaN/inf")
         check_choice("metric", metric, ("cosine", "euclidean"), phrase="or", sep=", ")
         if metric == "cosine":
-            zero = np.linalg.norm(X, axis=1) == 0
+            zero = (sq_norm if sq_norm is not None else np.linalg.norm(X, axis=1)) == 0
             if zero.any():
                 raise ValueError(f"X has {int(zero.sum())} all-zero rows; cosine similarity is undefined")
         n_neighbors = check_int("n_neighbors", n_neighbors, min_value=1, max_value=X.shape[0] - 1, sep=", ")

@@ -35,8 +35,9 @@ import scipy.sparse as sp
 from scipy.sparse.csgraph import connected_components
 from sklearn.base import BaseEstimator, ClusterMixin
 from sklearn.exceptions import ConvergenceWarning
+from sklearn.utils.validation import validate_data
 
-from teraml._validation import VERBOSE, InstanceOf, Interval, Options, check_params, type_name
+from teraml._validation import VERBOSE, InstanceOf, Interval, Options, check_params
 from teraml.hac._kernels import tie_ranks
 from teraml.hac.dendrogram import Dendrogram
 from teraml.hac.engines import Engine, LocalEngine
@@ -79,17 +80,39 @@ def run_rounds(engine: Engine, *, prune: float, epsilon: float, cap: int, partit
 
 
 class TeraHAC(ClusterMixin, BaseEstimator):
-    """(1+eps)-approximate average-linkage HAC of a similarity graph, in rounds.
+    """(1+eps)-approximate average-linkage HAC of a similarity graph, or of points through their k-NN graph.
+
+    ``fit(X)`` takes either a feature matrix (dense or scipy.sparse rows; clustered through its exact k-NN
+    similarity graph, :meth:`Graph.from_points`) or a similarity graph (a :class:`Graph`, or a square
+    similarity matrix with ``affinity="precomputed"``), so TeraHAC sits in a scikit-learn ``Pipeline`` after a
+    scaler and beside ``AgglomerativeClustering`` in a comparison loop.
+
+    >>> from sklearn.datasets import load_wine
+    >>> from sklearn.pipeline import make_pipeline
+    >>> from sklearn.preprocessing import StandardScaler
+    >>> X, y = load_wine(return_X_y=True)
+    >>> make_pipeline(StandardScaler(), TeraHAC(n_clusters=3)).fit_predict(X).shape
+    (178,)
 
     Parameters
     ----------
     threshold : float >= 0 or None
-        Merge down to this similarity and cut there (exactly one of threshold / n_clusters): a leaf joins its
+        Merge down to this similarity and cut there (at most one of threshold / n_clusters): a leaf joins its
         highest ancestor of similarity >= t, and the run stays active while some W >= t / (1 + eps), so a
         merge exactly at t is made at every eps.
     n_clusters : int or None
         Run to the end (t = 0) and cut into exactly this many clusters (:meth:`Dendrogram.cut`; fewer only
-        when the graph has more connected components, with a warning).
+        when the graph has more connected components, with a warning). With neither threshold nor n_clusters
+        the run goes to the end and ``labels_`` are the connected components (the cut at t = 0); cut the
+        fitted ``dendrogram_`` for any other number of clusters.
+    affinity : "auto" (default), "knn" or "precomputed". What X is: "knn" reads X as n feature rows (dense or
+        scipy.sparse) and clusters their exact k-NN similarity graph (``n_neighbors``, ``metric``);
+        "precomputed" reads X as a similarity graph: a :class:`Graph`, or an n x n similarity matrix, sparse or
+        dense (0 = no edge). "auto" is "precomputed" for a :class:`Graph` or any scipy.sparse matrix, "knn" for
+        everything else (dense arrays, lists, DataFrames); pass "knn" for sparse feature rows.
+    n_neighbors : int >= 1, default 10. Neighbours per point of the k-NN graph ("knn"); with fewer than
+        n_neighbors + 1 points, every other point (the complete graph).
+    metric : "cosine" (default; similarity 1 - d, pairs <= 0 dropped) or "euclidean" (1 / (1 + d)) ("knn").
     epsilon : float >= 0, default 0.1. 0 gives exact average linkage.
     engine : "local" (the only engine built so far) or an object implementing
         :class:`teraml.hac.engines.Engine` (used as given; ``n_jobs`` then does not apply).
@@ -108,7 +131,9 @@ class TeraHAC(ClusterMixin, BaseEstimator):
     verbose : bool. A progress bar per round (logger ``teraml.hac`` logs each round too).
 
     Fitted: ``labels_`` (clusters 0..k-1 ordered by smallest node), ``n_clusters_``, ``dendrogram_``,
-    ``n_rounds_``, ``round_stats_``, ``node_ids_``, ``threshold_``, and scikit-learn's
+    ``n_rounds_``, ``round_stats_``, ``node_ids_``, ``threshold_``, ``graph_`` (the :class:`Graph` clustered:
+    the k-NN graph built from points, or the input graph), ``affinity_`` ("knn" or "precomputed"),
+    ``n_features_in_`` (array input only), and scikit-learn's
     ``AgglomerativeClustering`` attributes: ``children_`` (n - 1, 2) and ``distances_`` (n - 1,) of the full
     tree (distance 1 - similarity, or 1 / similarity when a similarity exceeds 1; the trees of a forest are
     joined by extra merges at the largest distance + 1, so scipy's ``dendrogram`` draws them),
@@ -120,11 +145,14 @@ class TeraHAC(ClusterMixin, BaseEstimator):
         scipy.cluster.hierarchy.dendrogram(np.column_stack([model.children_, model.distances_, counts]))
     """
 
-    def __init__(self, threshold=None, *, n_clusters=None, epsilon=0.1, engine="local", partitioner="affinity",
-                 max_partition_size=None, affinity_levels=3, max_rounds=1000, n_jobs=None, random_state=None,
-                 verbose=False):
+    def __init__(self, threshold=None, *, n_clusters=None, affinity="auto", n_neighbors=10, metric="cosine",
+                 epsilon=0.1, engine="local", partitioner="affinity", max_partition_size=None, affinity_levels=3,
+                 max_rounds=1000, n_jobs=None, random_state=None, verbose=False):
         self.threshold = threshold
         self.n_clusters = n_clusters
+        self.affinity = affinity
+        self.n_neighbors = n_neighbors
+        self.metric = metric
         self.epsilon = epsilon
         self.engine = engine
         self.partitioner = partitioner
@@ -138,6 +166,9 @@ class TeraHAC(ClusterMixin, BaseEstimator):
     _parameter_constraints = {
         "threshold": [SIMILARITY_THRESHOLD, None, SIMILARITY_THRESHOLD.text],
         "n_clusters": [Interval("int", 1), None, "an int >= 1"],
+        "affinity": [Options("auto", "knn", "precomputed", phrase="or")],
+        "n_neighbors": [Interval("int", 1)],
+        "metric": [Options("cosine", "euclidean", phrase="or")],
         "epsilon": [Interval("float", 0, text="a finite float >= 0")],
         "engine": [Options("local"), InstanceOf(Engine), "'local' (the Spark engine is not built yet) or an "
                    "object implementing teraml.hac.engines.Engine"],
@@ -150,23 +181,25 @@ class TeraHAC(ClusterMixin, BaseEstimator):
         "verbose": VERBOSE,
     }
 
+    #: The checks of scikit-learn's ``check_estimator(TeraHAC())`` that cannot pass, with the reason; the test
+    #: passes this dict as ``expected_failed_checks`` (every other check passes).
+    _expected_failed_checks: dict[str, str] = {
+        "check_estimators_dtypes": "its integer data has an all-zero row, for which cosine similarity (the default "
+                                   "metric) is undefined: TeraHAC raises a ValueError that counts the rows, as "
+                                   "AgglomerativeClustering(metric='cosine') does; metric='euclidean' passes the check",
+    }
+
     def fit(self, X, y=None):
-        """Cluster the similarity graph ``X`` (a :class:`Graph` or a square scipy.sparse matrix)."""
-        if (self.threshold is None) == (self.n_clusters is None):
-            raise ValueError(f"exactly one of threshold or n_clusters must be given, got threshold={self.threshold!r}, "
+        """Cluster ``X``: feature rows (through their k-NN graph) or a similarity graph; see ``affinity``."""
+        if self.threshold is not None and self.n_clusters is not None:
+            raise ValueError(f"at most one of threshold or n_clusters may be given, got threshold={self.threshold!r}, "
                              f"n_clusters={self.n_clusters!r}")
         p = check_params(self, self._parameter_constraints, sep=", ")
         eps = p["epsilon"]
         if eps > 1:
             warnings.warn(f"epsilon={eps} > 1 allows merges far from the best; results may be poor", UserWarning,
                           stacklevel=2)
-        if isinstance(X, Graph):
-            g = X
-        elif sp.issparse(X):
-            g = Graph.from_sparse(X)
-        else:
-            raise TypeError(f"X must be a Graph or a square scipy.sparse matrix, got {type_name(X)}; for points use "
-                            "Graph.from_points")
+        g = self._graph(X, p)
         t = p["threshold"] if p["threshold"] is not None else 0.0
         n = g.n_nodes
         engine = LocalEngine(p["n_jobs"]) if p["engine"] == "local" else p["engine"]
@@ -178,7 +211,7 @@ class TeraHAC(ClusterMixin, BaseEstimator):
         d = Dendrogram(n, left, right, sim, sizes, rounds, g.node_ids)
         self.dendrogram_ = d
         self.threshold_ = t
-        self.labels_ = d.flatten(t) if self.threshold is not None else d.cut(p["n_clusters"])
+        self.labels_ = d.flatten(t) if p["n_clusters"] is None else d.cut(p["n_clusters"])
         self.n_clusters_ = int(self.labels_.max()) + 1 if n else 0
         self.n_rounds_ = len(stats)
         self.round_stats_ = stats
@@ -195,4 +228,39 @@ class TeraHAC(ClusterMixin, BaseEstimator):
             Z = d.to_linkage("reciprocal" if big else "one_minus")
         self.children_ = Z[:, :2].astype(np.intp)
         self.distances_ = Z[:, 2].copy()
+        self.graph_ = g
         return self
+
+    def _graph(self, X, p) -> Graph:
+        """The similarity graph to cluster, built from ``X`` as ``affinity`` says; sets ``affinity_``."""
+        affinity = p["affinity"]
+        if affinity == "auto":
+            affinity = "precomputed" if isinstance(X, Graph) or sp.issparse(X) else "knn"
+        self.affinity_ = affinity
+        for name in ("n_features_in_", "feature_names_in_"):   # from an earlier fit on an array
+            self.__dict__.pop(name, None)
+        if isinstance(X, Graph):
+            if affinity == "knn":
+                raise TypeError("X must be feature rows (an array or a scipy.sparse matrix) with affinity='knn', got "
+                                "Graph; pass affinity='precomputed' (or 'auto') to cluster a Graph")
+            return X
+        if affinity == "precomputed":
+            if sp.issparse(X):   # today's graph path, unchanged: Graph.from_sparse checks and cleans
+                if X.ndim == 2 and X.shape[0] != X.shape[1]:
+                    raise ValueError(f"similarity matrix must be square, got shape {X.shape}; for sparse feature rows "
+                                     "pass affinity='knn'")
+                return Graph.from_sparse(X)
+            S = validate_data(self, X, dtype=np.float64, ensure_min_samples=2)
+            return Graph.from_sparse(sp.coo_array(S))
+        X = validate_data(self, X, accept_sparse="csr", dtype=np.float64, ensure_all_finite=False,
+                          ensure_min_samples=2)   # Graph.from_points names the rows with NaN/inf
+        return Graph.from_points(X, n_neighbors=min(p["n_neighbors"], X.shape[0] - 1), metric=p["metric"])
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        # "auto" reads a sparse X as a similarity graph, so sparse *feature rows* need affinity="knn" (the error
+        # for a non-square one says so); "knn" and "precomputed" take sparse X
+        tags.input_tags.sparse = self.affinity != "auto"
+        tags.input_tags.pairwise = self.affinity == "precomputed"
+        tags.input_tags.positive_only = self.affinity == "precomputed"   # similarities are >= 0
+        return tags
