@@ -481,7 +481,7 @@ def _section(res, quick) -> DemoSection:
     ax2.set_title("time by graph size (D2 and D3)")
     ax2.legend(fontsize=7)
     figs.append(("time by graph size", fig2))
-    fig3, ax3 = plt.subplots(figsize=(7, 3.6))
+    fig3, ax3 = plt.subplots(figsize=(7, 4.4))
     pts = res["points"]
     datasets = list(dict.fromkeys(r[0] for r in pts))
     methods = list(dict.fromkeys(r[1] for r in pts))
@@ -493,7 +493,8 @@ def _section(res, quick) -> DemoSection:
     ax3.set_ylabel("ARI at the true number of classes")
     ax3.set_title("on points: TeraHAC vs scikit-learn average linkage, the same input")
     ax3.axhline(0, color="k", lw=0.5)
-    ax3.legend(fontsize=7)
+    ax3.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=2)
+    fig3.tight_layout()
     figs.append(("on points: ARI by method", fig3))
     sec.figures = figs
     return sec
