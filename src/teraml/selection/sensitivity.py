@@ -1,0 +1,399 @@
+"""Clustering-based sensitivity sampling (Axiotis et al., ICML 2024): a small weighted subset whose weighted
+loss stands in for the whole dataset's.
+
+Cluster the embeddings; take each cluster's *representative* (the member nearest its centre) whole and query
+its loss once; every other item i gets the upper bound ``v_i = L_a(i) + lam * |e_i - e_r(a(i))|^z`` of its loss
+(Hoelder continuity, measured to a data point, so it holds exactly), and ``m`` draws with p proportional to v,
+weighted ``count / (m p)``, complete an unbiased estimate of the total loss. ``score="kmeans"`` is the classic
+loss-free k-means coreset sensitivity ``D_i / Phi + 1 / |C_a(i)|`` instead (no loss queries).
+
+>>> import numpy as np
+>>> from teraml.selection import select
+>>> X = np.random.default_rng(0).normal(size=(2000, 8))
+>>> losses = np.abs(X[:, 0]) + 0.1
+>>> sel = select(X, 100, loss_fn=lambda idx: losses[idx], random_state=0)
+>>> len(sel) <= 100, sel.n_loss_queries          # k = 20 representatives queried, 80 draws
+(True, 20)
+>>> mean, se = sel.estimate_mean(losses[sel.indices])
+>>> bool(abs(mean - losses.mean()) < 4 * se)
+True
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+
+import numpy as np
+from sklearn.base import BaseEstimator
+from sklearn.exceptions import NotFittedError
+
+from teraml._validation import VERBOSE, InstanceOf, Interval, Options, check_param, check_params, type_name
+from teraml.selection._cluster import (
+    assign,
+    check_clusterer,
+    distance_to,
+    drop_empty,
+    fit_centers,
+    power_z,
+    representatives,
+)
+from teraml.selection._selection import Selection
+
+__all__ = ["select", "SensitivitySampler", "Selection", "sensitivity_probabilities", "check_X", "default_n_clusters"]
+
+#: The warning threshold of pitfall 2: min(p) * |F| below this means some weights are huge.
+TINY_P = 1e-3
+
+
+def default_n_clusters(budget: int) -> int:
+    """``min(1000, max(1, budget // 5))``."""
+    return min(1000, max(1, budget // 5))
+
+
+def check_X(X):
+    """The embeddings as a 2-D float32/float64 array (an ndarray or memmap of a float dtype is used as is, without
+    a copy), checked finite chunk by chunk."""
+    if isinstance(X, (str, bytes)) or X is None:
+        raise TypeError(f"X must be a numeric array-like; got {type_name(X)}")
+    if not (isinstance(X, np.ndarray) and X.dtype in (np.float32, np.float64)):
+        try:
+            arr = np.asarray(X)
+        except (TypeError, ValueError):
+            raise TypeError(f"X must be a numeric array-like; got {type_name(X)}") from None
+        if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_) or np.iscomplexobj(arr):
+            raise TypeError(f"X must be a numeric array-like; got dtype {arr.dtype}")
+        X = arr.astype(np.float64)
+    if X.ndim != 2 or X.shape[0] < 1 or X.shape[1] < 1:
+        raise ValueError(f"X must be 2-D with at least 1 row and 1 column; got shape {X.shape}")
+    step = max(1, (16 * 2**20) // (X.shape[1] * X.dtype.itemsize))
+    for s in range(0, X.shape[0], step):
+        ok = np.isfinite(X[s:s + step]).all(axis=1)
+        if not ok.all():
+            raise ValueError(f"X must be finite; found NaN or inf in row {s + int(np.argmin(ok))}")
+    return X
+
+
+def _seeds(random_state):
+    """(clustering seed as an int, sampling SeedSequence): two independent streams from one seed."""
+    if isinstance(random_state, np.random.Generator):
+        a, b = random_state.spawn(2)
+        return int(a.integers(2**31 - 1)), np.random.SeedSequence(int(b.integers(2**63 - 1)))
+    ss = np.random.SeedSequence(random_state)
+    a, b = ss.spawn(2)
+    return int(a.generate_state(1)[0] % (2**31 - 1)), b
+
+
+def sensitivity_probabilities(labels, D, delta, sizes, take_all, *, score, L=None, lam="balanced",
+                              normalize="global", uniform_mix=0.0) -> tuple[np.ndarray, float]:
+    """The sampling distribution p over all rows (0 on the take-all rows) and the lam used.
+
+    ``score="loss"``: v_i = L[a(i)] + lam * delta_i on the free rows (lam "balanced": sum L[a] / sum delta over
+    them, 0 if that sum is 0); all L = 0 gives p proportional to delta. ``score="kmeans"``: s_i = D_i / Phi +
+    1 / |C_a(i)| (``normalize="global"``) or D_i / cost(C_a(i)) + 1 / |C_a(i)| (``"cluster"``; a zero-cost
+    cluster keeps its size term). Then p = (1 - uniform_mix) v / sum v + uniform_mix / |F|; all-zero scores
+    fall back to uniform. Sums are float64.
+    """
+    n = labels.size
+    free = ~take_all
+    n_free = int(free.sum())
+    p = np.zeros(n, dtype=np.float64)
+    if n_free == 0:
+        return p, 0.0
+    lam_used = 0.0
+    if score == "loss":
+        La = L[labels[free]]
+        dl = delta[free]
+        if lam == "balanced":
+            den = float(dl.sum(dtype=np.float64))
+            lam_used = float(La.sum(dtype=np.float64)) / den if den > 0 else 0.0
+        else:
+            lam_used = float(lam)
+        if not np.any(L > 0):
+            warnings.warn("all representative losses are 0: sampling proportional to the distance term alone",
+                          UserWarning, stacklevel=3)
+            v = dl.copy()
+        else:
+            v = La + lam_used * dl
+    else:
+        size_term = 1.0 / sizes[labels[free]]
+        Df = D[free]
+        if normalize == "global":
+            phi = float(D.sum(dtype=np.float64))
+            v = (Df / phi if phi > 0 else 0.0) + size_term
+        else:
+            cost = np.bincount(labels, weights=D, minlength=sizes.size)
+            c = cost[labels[free]]
+            v = np.divide(Df, c, out=np.zeros_like(Df), where=c > 0) + size_term
+    total = float(v.sum(dtype=np.float64))
+    if total <= 0:
+        warnings.warn("all scores are 0: sampling falls back to uniform", UserWarning, stacklevel=3)
+        q = np.full(n_free, 1.0 / n_free)
+    else:
+        q = v / total
+    p[free] = (1.0 - uniform_mix) * q + uniform_mix / n_free
+    return p, lam_used
+
+
+class SensitivitySampler(BaseEstimator):
+    """Sensitivity sampling from one clustering: ``fit`` clusters and scores once, ``sample`` draws (again).
+
+    Parameters
+    ----------
+    budget : int >= 1. Items to select: k representatives + m = budget - k draws (``score="loss"``), or m =
+        budget draws (``"kmeans"``). Duplicates are merged, so the unique count can be smaller.
+    score : "loss" (default; the paper's loss-aware score, ``loss_fn`` called once on the k representatives) or
+        "kmeans" (the loss-free k-means coreset sensitivity; no loss queries).
+    n_clusters : int or None. k; None gives min(1000, max(1, budget // 5)). Warns when k > m / 3.
+    z : float >= 1, default 2. The Hoelder exponent: distances enter as |.|^z (the clustering always minimises
+        squared distance; z = 1 is a heuristic k-median that resists outliers).
+    lam : "balanced" (both terms of v carry equal mass; makes p invariant to the scale of X) or a float >= 0.
+    normalize : "global" or "cluster" (``score="kmeans"`` only).
+    uniform_mix : float in [0, 1). Mixes in the uniform distribution (caps the weights at 1 / (m mix / |F|)).
+    clusterer : "auto" (KMeans up to 2e5 in-memory rows, MiniBatchKMeans above and for memmaps), "kmeans",
+        "minibatch", "torch" (teraml[torch]; CUDA when available) or an estimator with ``cluster_centers_``
+        (used as is when fitted, else cloned and fitted).
+    random_state : None, int >= 0 or numpy Generator. Spawns separate clustering and sampling streams.
+    verbose : bool. A progress bar over the assignment pass and the stage times.
+
+    Fitted: ``cluster_centers_``, ``labels_``, ``cluster_sizes_``, ``representatives_`` (int64 rows; empty for
+    ``"kmeans"``), ``representative_losses_``, ``probabilities_`` (per row, 0 on representatives),
+    ``clustering_cost_`` (Phi_k = sum |e_i - c_a(i)|^z), ``lam_``, ``n_clusters_`` (after dropping empty
+    clusters), ``n_loss_queries_``, ``n_features_in_``, ``timings_`` (seconds per stage).
+
+    >>> import numpy as np
+    >>> X = np.random.default_rng(1).normal(size=(500, 4))
+    >>> sampler = SensitivitySampler(50, score="kmeans", n_clusters=5, random_state=0).fit(X)
+    >>> a, b = sampler.sample(), sampler.sample(random_state=7)     # one clustering, two draws
+    >>> int(a.counts.sum()), int(b.counts.sum()), np.array_equal(a.indices, sampler.sample().indices)
+    (50, 50, True)
+    """
+
+    # SensitivitySampler is a selector, not a predictor: fit(X, loss_fn) has no y and there is no
+    # predict/transform, so scikit-learn's check_estimator does not apply (the estimator checks test a model).
+
+    def __init__(self, budget, *, score="loss", n_clusters=None, z=2.0, lam="balanced", normalize="global",
+                 uniform_mix=0.0, clusterer="auto", random_state=None, verbose=False):
+        self.budget = budget
+        self.score = score
+        self.n_clusters = n_clusters
+        self.z = z
+        self.lam = lam
+        self.normalize = normalize
+        self.uniform_mix = uniform_mix
+        self.clusterer = clusterer
+        self.random_state = random_state
+        self.verbose = verbose
+
+    _parameter_constraints = {
+        "score": [Options("loss", "kmeans", phrase="or")],
+        "z": [Interval("float", 1, text="a finite float >= 1")],
+        "lam": [Options("balanced"), Interval("float", 0), "'balanced' or a finite float >= 0"],
+        "normalize": [Options("global", "cluster", phrase="or")],
+        "uniform_mix": [Interval("float", 0, 1, closed="left")],
+        "random_state": [None, Interval("int", 0), InstanceOf(np.random.Generator),
+                         "None, an int >= 0 or a numpy.random.Generator"],
+        "verbose": VERBOSE,
+    }
+
+    # ------------------------------------------------------------------------------------------ fit
+
+    def _check(self, n: int) -> dict:
+        budget = self.budget
+        p = check_params(self, self._parameter_constraints)
+        p["budget"] = check_param("budget", budget, [Interval("int", 1, n), f"an integer in [1, {n}]"])
+        k = self.n_clusters
+        if k is None:
+            k = min(default_n_clusters(p["budget"]), n)
+        else:
+            k = check_param("n_clusters", k, [Interval("int", 1, n), f"an integer in [1, {n}]"])
+        if p["score"] == "loss" and p["budget"] < k + 1:
+            raise ValueError(f"budget must be >= n_clusters + 1 = {k + 1} for score='loss'; got {p['budget']}")
+        p["n_clusters"] = k
+        p["clusterer"] = check_clusterer(self.clusterer)
+        return p
+
+    def fit(self, X, loss_fn=None):
+        """Cluster ``X`` (n, d), query ``loss_fn`` once on the k representatives (``score="loss"``) and compute the
+        sampling probabilities. ``loss_fn(indices: int64 array) -> losses (k,) >= 0``."""
+        X = check_X(X)
+        p = self._check(X.shape[0])
+        if p["score"] == "loss" and loss_fn is None:
+            raise ValueError("score='loss' needs loss_fn(indices) -> losses; pass loss_fn or use score='kmeans'")
+        if loss_fn is not None and not callable(loss_fn):
+            raise TypeError(f"loss_fn must be a callable loss_fn(indices) -> losses; got {type_name(loss_fn)}")
+        self._cluster(X, p)
+        L = self._query(loss_fn) if p["score"] == "loss" else None
+        self._score(p, L)
+        return self
+
+    def _cluster(self, X, p) -> None:
+        from tqdm.auto import tqdm
+
+        n, d = X.shape
+        k, budget, score = p["n_clusters"], p["budget"], p["score"]
+        m = budget - k if score == "loss" else budget
+        if k > m / 3:
+            warnings.warn(f"n_clusters={k} > m/3 with m={m} draws: the size term dominates and sampling degrades "
+                          "towards stratified-uniform; use fewer clusters or a larger budget", UserWarning,
+                          stacklevel=3)
+        t = {}
+        seed, self._sample_seq = _seeds(self.random_state)
+        t0 = time.perf_counter()
+        centers, backend = fit_centers(X, k, p["clusterer"], seed, verbose=bool(self.verbose))
+        t["cluster"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        with tqdm(total=n, desc="assign", unit="row", disable=not self.verbose, leave=False) as bar:
+            labels, sqdist = assign(X, centers, progress=bar.update)
+        labels, centers, sizes = drop_empty(labels, centers)
+        k = centers.shape[0]
+        D = power_z(sqdist, p["z"])
+        t["assign"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        if score == "loss":
+            reps = representatives(labels, sqdist, k)
+            delta = distance_to(X, reps, labels, p["z"])
+        else:
+            reps, delta = np.empty(0, dtype=np.int64), None
+        t["distances"] = time.perf_counter() - t0
+        phi = float(D.sum(dtype=np.float64))
+        if phi == 0 and n > k:
+            warnings.warn("every row coincides with its cluster centre (clustering cost 0): the distance terms "
+                          "vanish and sampling is uniform within clusters", UserWarning, stacklevel=3)
+        self.cluster_centers_ = centers
+        self.labels_ = labels
+        self.cluster_sizes_ = sizes
+        self.representatives_ = reps
+        self.clustering_cost_ = phi
+        self.n_clusters_ = k
+        self.n_features_in_ = d
+        self.backend_ = backend
+        self._D, self._delta, self._p = D, delta, p
+        self.timings_ = t
+
+    def _query(self, loss_fn) -> np.ndarray:
+        from teraml._validation import check_array
+
+        reps = self.representatives_
+        t0 = time.perf_counter()
+        got = check_array("loss_fn's result", loss_fn(reps.copy()), ndim=None, finite=False)
+        self.timings_["loss_fn"] = time.perf_counter() - t0
+        return check_losses(got, reps.size)
+
+    def _score(self, p, L) -> None:
+        t0 = time.perf_counter()
+        take_all = np.zeros(self.labels_.size, dtype=bool)
+        take_all[self.representatives_] = True
+        prob, lam = sensitivity_probabilities(self.labels_, self._D, self._delta, self.cluster_sizes_, take_all,
+                                              score=p["score"], L=L, lam=p["lam"], normalize=p["normalize"],
+                                              uniform_mix=p["uniform_mix"])
+        free = ~take_all
+        if free.any():
+            tiny = float(prob[free].min()) * int(free.sum())
+            if tiny < TINY_P:
+                warnings.warn(f"min(p) * |F| = {tiny:.3g} < {TINY_P:g}: some items have a tiny probability and would "
+                              "get huge weights; consider uniform_mix=0.05", UserWarning, stacklevel=3)
+        self.representative_losses_ = L if L is not None else np.empty(0)
+        self.probabilities_ = prob
+        self.lam_ = lam
+        self.n_loss_queries_ = 0 if L is None else int(L.size)
+        self._take_all = take_all
+        self.timings_["score"] = time.perf_counter() - t0
+
+    # ------------------------------------------------------------------------------------------ sample
+
+    def sample(self, *, n_samples=None, random_state=None) -> Selection:
+        """Draw a :class:`Selection`: the representatives whole (weight 1) plus ``n_samples`` i.i.d. draws
+        (default: the budget's m) proportional to ``probabilities_``, merged, weight ``count / (m p)``.
+
+        Without ``random_state`` the fitted sampling stream is restarted, so repeated calls give the same draw;
+        pass ``random_state`` to re-draw from the same clustering.
+        """
+        if not hasattr(self, "probabilities_"):
+            raise NotFittedError("This SensitivitySampler instance is not fitted yet: call fit(X, loss_fn) before "
+                                 "sample()")
+        p = self._p
+        k = self.representatives_.size
+        if n_samples is None:
+            m = p["budget"] - (p["n_clusters"] if p["score"] == "loss" else 0)
+        else:
+            m = check_param("n_samples", n_samples, [Interval("int", 0)])
+        rng = np.random.default_rng(self._sample_seq if random_state is None else random_state)
+        prob = self.probabilities_
+        if m > 0 and prob.sum() > 0:
+            draws = rng.choice(prob.size, size=m, replace=True, p=prob)
+            idx, counts = np.unique(draws, return_counts=True)
+        else:
+            m = 0
+            idx, counts = np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)
+        reps = self.representatives_
+        L = self.representative_losses_
+        n_s = idx.size
+        indices = np.concatenate([reps, idx.astype(np.int64)])
+        weights = np.concatenate([np.ones(k), counts / (m * prob[idx]) if m else np.empty(0)])
+        cnt = np.concatenate([np.ones(k, dtype=np.int64), counts.astype(np.int64)])
+        probs = np.concatenate([np.ones(k), prob[idx]])
+        role = np.array(["representative"] * k + ["sample"] * n_s, dtype=object)
+        losses = np.concatenate([L if L.size else np.full(k, np.nan), np.full(n_s, np.nan)])
+        order = np.argsort(indices, kind="stable")
+        return Selection(indices[order], weights[order], cnt[order], probs[order], role[order].astype(str),
+                         losses[order], n_total=int(prob.size), n_loss_queries=int(self.n_loss_queries_))
+
+    # ------------------------------------------------------------------------------------------ state
+
+    def _state(self) -> dict:
+        """What finishing a two-step run needs (no X): arrays and parameters."""
+        return {"labels": self.labels_, "D": self._D, "delta": self._delta if self._delta is not None
+                else np.empty(0), "centers": self.cluster_centers_, "sizes": self.cluster_sizes_,
+                "representatives": self.representatives_, "clustering_cost": self.clustering_cost_}
+
+    def _finish(self, state: dict, losses: np.ndarray) -> SensitivitySampler:
+        """Score from a saved clustering ``state`` and the representatives' ``losses`` (no re-clustering)."""
+        n = state["labels"].size
+        p = self._check(n)
+        seed, self._sample_seq = _seeds(self.random_state)
+        self.labels_ = state["labels"].astype(np.int32)
+        self.cluster_centers_ = state["centers"]
+        self.cluster_sizes_ = state["sizes"]
+        self.representatives_ = state["representatives"].astype(np.int64)
+        self.clustering_cost_ = float(state["clustering_cost"])
+        self.n_clusters_ = int(self.cluster_centers_.shape[0])
+        self.n_features_in_ = int(self.cluster_centers_.shape[1])
+        self._D = state["D"]
+        self._delta = state["delta"] if state["delta"].size else None
+        self._p = p
+        self.timings_ = {}
+        self._score(p, check_losses(np.asarray(losses, dtype=np.float64), self.representatives_.size))
+        return self
+
+
+def check_losses(got: np.ndarray, k: int) -> np.ndarray:
+    """The k representative losses: finite and >= 0."""
+    got = np.asarray(got)
+    if got.shape != (k,) or not np.issubdtype(got.dtype, np.number):
+        bad = got.size if got.ndim != 1 or got.size != k else k
+        raise ValueError(f"loss_fn must return {k} finite losses >= 0; got shape {got.shape}, {bad} invalid")
+    got = got.astype(np.float64)
+    bad = int(np.sum(~np.isfinite(got)) + np.sum(np.isfinite(got) & (got < 0)))
+    if bad:
+        raise ValueError(f"loss_fn must return {k} finite losses >= 0; got shape {got.shape}, {bad} invalid")
+    return got
+
+
+def select(X, budget, *, loss_fn=None, score="loss", n_clusters=None, z=2.0, lam="balanced", normalize="global",
+           uniform_mix=0.0, clusterer="auto", random_state=None, verbose=False) -> Selection:
+    """Select a weighted subset of ``budget`` items of ``X`` by sensitivity sampling: the one entry point.
+
+    Equal to ``SensitivitySampler(budget, ...).fit(X, loss_fn).sample()``; see :class:`SensitivitySampler` for
+    the parameters. ``loss_fn(indices) -> losses`` is called once, on the k cluster representatives.
+
+    >>> import numpy as np
+    >>> X = np.random.default_rng(0).normal(size=(1000, 5))
+    >>> sel = select(X, 60, score="kmeans", random_state=0)     # loss-free preselection
+    >>> sel.n_loss_queries, int(sel.counts.sum())
+    (0, 60)
+    """
+    return SensitivitySampler(budget, score=score, n_clusters=n_clusters, z=z, lam=lam, normalize=normalize,
+                              uniform_mix=uniform_mix, clusterer=clusterer, random_state=random_state,
+                              verbose=verbose).fit(X, loss_fn).sample()
+
