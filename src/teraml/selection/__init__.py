@@ -14,6 +14,7 @@ uncertainty scores.
 """
 
 from teraml.selection._selection import Selection
+from teraml.selection.active import active_select
 from teraml.selection.sensitivity import SensitivitySampler, select
 
-__all__ = ["select", "SensitivitySampler", "Selection"]
+__all__ = ["select", "SensitivitySampler", "Selection", "active_select"]
