@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
+from teraml._io import first_null, has_header, is_numeric_type, pyarrow_modules, read_csv
 from teraml._validation import Interval, Options, check_choice, check_instance, check_int, check_param
 
 __all__ = ["Graph", "SIMILARITY_THRESHOLD"]
@@ -299,7 +300,7 @@ class Graph:
                 for a, b, w in zip(src.tolist(), dst.tolist(), self.weight.tolist()):
                     wr.writerow([a, b, repr(w)])
         else:
-            pa, pq = _pyarrow()
+            pa, pq = pyarrow_modules()
             pq.write_table(pa.table({"src": src, "dst": dst, "weight": self.weight}), path)
 
     @classmethod
@@ -319,70 +320,12 @@ class Graph:
         """
         fmt = cls._format(path, format)
         name = Path(path).name
-        table = _read_csv(path, columns[:2]) if fmt == "csv" else _pyarrow()[1].read_table(path)
+        table = read_csv(path, columns[:2]) if fmt == "csv" else pyarrow_modules()[1].read_table(path)
         for c in columns:
             if c not in table.column_names:
                 raise ValueError(f"{name} lacks column {c!r}; found {table.column_names}; pass columns=/--weight-col")
         src, dst = _id_columns(table.column(columns[0]), table.column(columns[1]), columns[:2])
         return cls.from_edges(src, dst, _weight_column(table.column(columns[2])), duplicates=duplicates)
-
-
-def _read_csv(path, string_columns=(), header=True):
-    """A CSV file as a pyarrow table (``string_columns`` read as text); bad rows raise ValueError with a line."""
-    pa, _ = _pyarrow()
-    import pyarrow.csv as pcsv
-
-    name = Path(path).name
-    bad = []
-
-    def on_invalid_row(row):
-        bad.append(row)
-        return "error"
-
-    def read(use_threads):
-        return pcsv.read_csv(
-            path,
-            read_options=pcsv.ReadOptions(autogenerate_column_names=not header, use_threads=use_threads),
-            parse_options=pcsv.ParseOptions(invalid_row_handler=on_invalid_row),
-            convert_options=pcsv.ConvertOptions(column_types={c: pa.string() for c in string_columns},
-                                                strings_can_be_null=True),
-        )
-
-    try:
-        return read(True)
-    except pa.ArrowInvalid as exc:
-        if bad and bad[0].number is None:  # threads do not know row numbers: find it again in one thread
-            bad.clear()
-            try:
-                read(False)
-            except pa.ArrowInvalid:
-                pass
-        if bad:
-            row = bad[0]
-            where = f"line {_line_of_row(path, row.number)}" if row.number is not None else "a row"
-            raise ValueError(f"{name}: {where} has {row.actual_columns} fields, expected {row.expected_columns}: "
-                             f"{row.text!r}") from None
-        if "Empty CSV file" in str(exc):
-            raise ValueError(f"{name} is empty") from None
-        raise ValueError(f"{name} is not a readable CSV file: {exc}") from None
-
-
-def _line_of_row(path, number: int) -> int:
-    """The physical line (1-based) of pyarrow's row ``number`` (1-based, blank lines not counted)."""
-    seen = 0
-    with open(path, "rb") as fh:
-        for line_no, line in enumerate(fh, 1):
-            if line.strip():
-                seen += 1
-                if seen == number:
-                    return line_no
-    return number
-
-
-def _first_null(column) -> int:
-    import pyarrow.compute as pc
-
-    return int(pc.index(pc.is_null(column), True).as_py())
 
 
 def _id_columns(src, dst, names):
@@ -392,7 +335,7 @@ def _id_columns(src, dst, names):
 
     for name, col in zip(names, (src, dst)):
         if col.null_count:
-            raise ValueError(f"{name} has {col.null_count} missing values (first at row {_first_null(col)})")
+            raise ValueError(f"{name} has {col.null_count} missing values (first at row {first_null(col)})")
     cols = [src, dst]
     if all(pa.types.is_string(c.type) or pa.types.is_large_string(c.type) for c in cols):
         cols = [pc.utf8_trim_whitespace(c) for c in cols]
@@ -411,8 +354,8 @@ def _weight_column(col) -> np.ndarray:
     import pyarrow.compute as pc
 
     if col.null_count:
-        raise ValueError(f"weight has {col.null_count} missing values (first at row {_first_null(col)})")
-    if not (_is_numeric_type(col.type) or pa.types.is_boolean(col.type)):
+        raise ValueError(f"weight has {col.null_count} missing values (first at row {first_null(col)})")
+    if not (is_numeric_type(col.type) or pa.types.is_boolean(col.type)):
         values = col.to_pylist()
         for i, x in enumerate(values):
             try:
@@ -439,47 +382,18 @@ def read_points(path, *, header=None) -> np.ndarray:
     if path.suffix == ".npy":
         return np.load(path, allow_pickle=False)
     if path.suffix == ".parquet":
-        table = _pyarrow()[1].read_table(path)
+        table = pyarrow_modules()[1].read_table(path)
     else:
         if header is None:
-            header = _has_header(path)
-        table = _read_csv(path, header=bool(header))
+            header = has_header(path)
+        table = read_csv(path, header=bool(header))
     for name in table.column_names:
         col = table.column(name)
         if col.null_count:
             raise ValueError(f"{path.name}: column {name!r} has {col.null_count} missing values "
-                             f"(first at row {_first_null(col)})")
-        if not _is_numeric_type(col.type):
+                             f"(first at row {first_null(col)})")
+        if not is_numeric_type(col.type):
             raise TypeError(f"{path.name}: column {name!r} must be numeric, got {col.type}; a header line needs "
                             "--header (or header=True)")
     return np.column_stack([table.column(c).to_numpy(zero_copy_only=False) for c in table.column_names]
                            ).astype(np.float64)
-
-
-def _is_numeric_type(t) -> bool:
-    import pyarrow as pa
-
-    return pa.types.is_integer(t) or pa.types.is_floating(t)
-
-
-def _has_header(path) -> bool:
-    """True when the first non-blank line of a CSV file has a field that is not a number."""
-    with open(path, encoding="utf-8-sig") as fh:
-        for line in fh:
-            if line.strip():
-                for field in line.strip().split(","):
-                    try:
-                        float(field)
-                    except ValueError:
-                        return True
-                return False
-    return False
-
-
-def _pyarrow():
-    try:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-    except ImportError as exc:  # pragma: no cover
-        raise ImportError("reading CSV or Parquet needs pyarrow: pip install pyarrow") from exc
-    return pa, pq

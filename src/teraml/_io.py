@@ -1,0 +1,103 @@
+"""Reading tables (CSV and Parquet) with pyarrow, shared by the command-line readers of every component.
+
+CSV files may start with a byte-order mark, quote fields and contain blank lines; a short or long row is a
+``ValueError`` naming its physical line.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+__all__ = ["read_csv", "line_of_row", "first_null", "is_numeric_type", "has_header", "pyarrow_modules"]
+
+
+def read_csv(path, string_columns=(), header=True):
+    """A CSV file as a pyarrow table (``string_columns`` read as text); bad rows raise ValueError with a line."""
+    pa, _ = pyarrow_modules()
+    import pyarrow.csv as pcsv
+
+    name = Path(path).name
+    bad = []
+
+    def on_invalid_row(row):
+        bad.append(row)
+        return "error"
+
+    def read(use_threads):
+        return pcsv.read_csv(
+            path,
+            read_options=pcsv.ReadOptions(autogenerate_column_names=not header, use_threads=use_threads),
+            parse_options=pcsv.ParseOptions(invalid_row_handler=on_invalid_row),
+            convert_options=pcsv.ConvertOptions(column_types={c: pa.string() for c in string_columns},
+                                                strings_can_be_null=True),
+        )
+
+    try:
+        return read(True)
+    except pa.ArrowInvalid as exc:
+        if bad and bad[0].number is None:  # threads do not know row numbers: find it again in one thread
+            bad.clear()
+            try:
+                read(False)
+            except pa.ArrowInvalid:
+                pass
+        if bad:
+            row = bad[0]
+            where = f"line {line_of_row(path, row.number)}" if row.number is not None else "a row"
+            raise ValueError(f"{name}: {where} has {row.actual_columns} fields, expected {row.expected_columns}: "
+                             f"{row.text!r}") from None
+        if "Empty CSV file" in str(exc):
+            raise ValueError(f"{name} is empty") from None
+        raise ValueError(f"{name} is not a readable CSV file: {exc}") from None
+
+
+
+def line_of_row(path, number: int) -> int:
+    """The physical line (1-based) of pyarrow's row ``number`` (1-based, blank lines not counted)."""
+    seen = 0
+    with open(path, "rb") as fh:
+        for line_no, line in enumerate(fh, 1):
+            if line.strip():
+                seen += 1
+                if seen == number:
+                    return line_no
+    return number
+
+
+
+def first_null(column) -> int:
+    import pyarrow.compute as pc
+
+    return int(pc.index(pc.is_null(column), True).as_py())
+
+
+
+def is_numeric_type(t) -> bool:
+    import pyarrow as pa
+
+    return pa.types.is_integer(t) or pa.types.is_floating(t)
+
+
+
+def has_header(path) -> bool:
+    """True when the first non-blank line of a CSV file has a field that is not a number."""
+    with open(path, encoding="utf-8-sig") as fh:
+        for line in fh:
+            if line.strip():
+                for field in line.strip().split(","):
+                    try:
+                        float(field)
+                    except ValueError:
+                        return True
+                return False
+    return False
+
+
+
+def pyarrow_modules():
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError as exc:  # pragma: no cover
+        raise ImportError("reading CSV or Parquet needs pyarrow: pip install pyarrow") from exc
+    return pa, pq
