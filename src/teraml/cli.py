@@ -6,6 +6,7 @@
     teraml datasets
     teraml tinylm [--retrain] [--quiet]
     teraml hac EDGES (--threshold T | --n-clusters K) --out DIR [--epsilon 0.1] [--points] ...
+    teraml select EMBEDDINGS --budget M [-k K] [--score loss|kmeans] [--losses FILE] [--state FILE] [-o OUT] ...
 
 ``teraml demo`` runs every registered component's demo on offline data, prints a summary table and
 writes an HTML report (``teraml-report/index.html``). ``teraml bench NAME`` runs the registered benchmark
@@ -218,6 +219,124 @@ def _write_hac_outputs(out: Path, g, model, args, src: Path, t0: float) -> None:
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
 
 
+def _select_error(msg: str) -> int:
+    print(f"teraml select: error: {msg}", file=sys.stderr)
+    return 2
+
+
+def cmd_select(args) -> int:
+    """Select a weighted subset of an embeddings file (two steps when the losses come later)."""
+    import json
+    import warnings
+    from dataclasses import replace
+
+    import numpy as np
+
+    from teraml.selection._io import (
+        fingerprint,
+        load_state,
+        read_embeddings,
+        read_losses,
+        save_state,
+        write_selection,
+    )
+    from teraml.selection.sensitivity import SensitivitySampler, check_X
+
+    if args.engine == "spark":
+        return _select_error("--engine spark runs select_spark, which is not built yet (the Spark engine is a "
+                             "separate issue); use --engine local")
+    src = Path(args.embeddings)
+    if not src.exists():
+        return _select_error(f"{src} does not exist")
+    out = Path(args.out)
+    if out.suffix not in (".parquet", ".csv"):
+        return _select_error(f"-o/--out must end in .parquet or .csv; got {out.name}")
+    state_path = Path(args.state) if args.state else out.with_name(out.name + ".state.npz")
+    try:
+        lam = "balanced" if args.lam == "balanced" else float(args.lam)
+    except ValueError:
+        return _select_error(f"lam must be 'balanced' or a finite float >= 0; got {args.lam!r}")
+    params = {"budget": args.budget, "score": args.score, "n_clusters": args.k, "z": args.z, "lam": lam,
+              "normalize": args.normalize, "uniform_mix": args.uniform_mix, "clusterer": args.clusterer,
+              "random_state": args.seed}
+    t0 = time.perf_counter()
+    stages = {}
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            X, ids = read_embeddings(src, column=args.column, id_column=args.id_column)
+            X = check_X(X)
+            stages["read"] = time.perf_counter() - t0
+            fp = fingerprint(X)
+            n = X.shape[0]
+            losses = read_losses(args.losses, n, ids) if args.losses else None
+            sampler = SensitivitySampler(**params, verbose=not args.quiet)
+            if args.score == "loss" and losses is not None and (args.state or state_path.exists()):
+                if not state_path.exists():
+                    return _select_error(f"state file {state_path} does not exist")
+                arrays, meta = load_state(state_path)
+                if meta["fingerprint"] != fp:
+                    return _select_error(f"state file {state_path} does not match EMBEDDINGS")
+                for key, value in meta["params"].items():
+                    if key in params and params[key] != value and key != "clusterer":
+                        return _select_error(f"--{key.replace('_', '-')} {params[key]!r} differs from the first "
+                                             f"step's {value!r} (state file {state_path})")
+                L = losses[arrays["representatives"]]
+                if np.isnan(L).any():
+                    return _select_error(f"{args.losses} lacks the losses of {int(np.isnan(L).sum())} of the "
+                                         f"{L.size} representatives")
+                sampler._finish(arrays, L)
+            elif args.score == "loss" and losses is None:   # step one: cluster, write the representatives, stop
+                sampler._fit_clustering(X)
+                reps = np.sort(sampler.representatives_)
+                k = reps.size
+                save_state(state_path, sampler, {k_: v for k_, v in params.items() if k_ != "clusterer"}, fp)
+                from teraml.selection import Selection
+                first = Selection(reps, np.ones(k), np.ones(k, np.int64), np.ones(k), np.full(k, "representative"),
+                                  np.full(k, np.nan), n_total=n, n_loss_queries=0)
+                write_selection(out, first, ids)
+                _print_warnings(caught)
+                print(f"teraml select: wrote the {k} representatives to {out} and the clustering to {state_path}; "
+                      f"compute their losses, then run again with --losses FILE --state {state_path}",
+                      file=sys.stderr)
+                return 0
+            else:
+                if losses is not None:
+                    known = losses
+
+                    def loss_fn(idx):
+                        got = known[idx]
+                        if np.isnan(got).any():
+                            raise ValueError(f"{args.losses} lacks the losses of {int(np.isnan(got).sum())} of the "
+                                             f"{got.size} representatives; run the first step without --losses")
+                        return got
+                else:
+                    loss_fn = None
+                sampler.fit(X, loss_fn)
+            sel = sampler.sample()
+            if losses is not None:   # fill in every loss the file knows
+                filled = np.where(np.isnan(sel.losses), losses[sel.indices], sel.losses)
+                sel = replace(sel, losses=filled)
+            write_selection(out, sel, ids)
+        _print_warnings(caught)
+    except (ValueError, TypeError, OSError, KeyError) as exc:
+        return _select_error(str(exc))
+    stages.update(sampler.timings_)
+    m = int(sel.counts[sel.role == "sample"].sum())
+    summary = {"n": int(X.shape[0]), "k": int(sampler.n_clusters_), "m": m, "unique": len(sel),
+               "clustering_cost": sampler.clustering_cost_, "lam": sampler.lam_,
+               "ess": sel.effective_sample_size, "seconds": {k_: round(v, 4) for k_, v in stages.items()},
+               "total_seconds": round(time.perf_counter() - t0, 4), "out": str(out)}
+    print(json.dumps(summary), file=sys.stderr)
+    return 0
+
+
+def _print_warnings(caught) -> None:
+    for w in caught:
+        if issubclass(w.category, UserWarning):
+            print(f"teraml select: warning: {w.message}", file=sys.stderr)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="teraml", description="teraml: scalable and private machine learning")
     p.add_argument("--version", action="version", version=f"teraml {__version__}")
@@ -269,6 +388,31 @@ def build_parser() -> argparse.ArgumentParser:
     h.add_argument("--overwrite", action="store_true")
     h.add_argument("--quiet", action="store_true")
     h.set_defaults(func=cmd_hac)
+
+    se = sub.add_parser("select", help="sensitivity sampling: pick a small weighted subset of an embeddings file",
+                        description="Select --budget items of EMBEDDINGS (.npy, Parquet or CSV, one row per item). "
+                        "With the loss score and no --losses, the first run writes the k representatives and a "
+                        "state file; compute their losses and run again with --losses FILE --state STATE.")
+    se.add_argument("embeddings", metavar="EMBEDDINGS", help=".npy (memory-mapped), Parquet or CSV")
+    se.add_argument("--budget", type=int, required=True, help="items to select (k representatives + m draws)")
+    se.add_argument("-k", "--n-clusters", dest="k", type=int, default=None, help="clusters (default budget/5)")
+    se.add_argument("--score", default="loss", choices=["loss", "kmeans"])
+    se.add_argument("--losses", default=None, help="losses: a length-n .npy (NaN = unknown) or a table with "
+                    "(index or id, loss)")
+    se.add_argument("--state", default=None, help="state file of a two-step run (default OUT.state.npz)")
+    se.add_argument("-o", "--out", default="selection.parquet", help="output .parquet or .csv")
+    se.add_argument("--column", default="embedding", help="Parquet/CSV list column of the vectors")
+    se.add_argument("--id-column", default="id", help="id column (kept in the output)")
+    se.add_argument("--clusterer", default="auto", choices=["auto", "kmeans", "minibatch", "torch"])
+    se.add_argument("--engine", default="local", choices=["local", "spark"])
+    se.add_argument("--spark-master", default="local[*]", help="with --engine spark")
+    se.add_argument("--z", type=float, default=2.0)
+    se.add_argument("--lam", default="balanced", help="'balanced' or a float >= 0")
+    se.add_argument("--normalize", default="global", choices=["global", "cluster"])
+    se.add_argument("--uniform-mix", type=float, default=0.0)
+    se.add_argument("--seed", type=int, default=None)
+    se.add_argument("--quiet", action="store_true")
+    se.set_defaults(func=cmd_select)
 
     t = sub.add_parser("tinylm", help="train (or load) the tiny LM and print its figures")
     t.add_argument("--retrain", action="store_true", help="train even if cached")

@@ -227,6 +227,13 @@ class SensitivitySampler(BaseEstimator):
         self._score(p, L)
         return self
 
+    def _fit_clustering(self, X) -> dict:
+        """Validate and cluster only (the first step of a two-step run: the representatives, no loss query)."""
+        X = check_X(X)
+        p = self._check(X.shape[0])
+        self._cluster(X, p)
+        return p
+
     def _cluster(self, X, p) -> None:
         from tqdm.auto import tqdm
 
