@@ -18,7 +18,7 @@ Example
 >>> [name for name, _ in REGISTRY][:2]
 ['datasets', 'tinylm']
 >>> sorted(BENCHMARKS)
-['aggregate', 'hac', 'hyperattention', 'tinylm']
+['aggregate', 'hac', 'hyperattention', 'selection', 'tinylm']
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ REGISTRY: list[tuple[str, str]] = [
     ("hyperattention", "teraml.attention._bench:demo"),
     ("aggregate", "teraml.aggregate._bench:demo"),
     ("hac", "teraml.hac._bench:demo"),
+    ("selection", "teraml.selection._bench:demo"),
 ]
 
 #: Registered benchmarks: ``teraml bench NAME`` runs ``run()`` of the module (results/NAME.json + report).
@@ -44,6 +45,7 @@ BENCHMARKS: dict[str, str] = {
     "aggregate": "teraml.aggregate._bench",
     "hac": "teraml.hac._bench",
     "tinylm": "teraml.models._bench",
+    "selection": "teraml.selection._bench",
 }
 
 

@@ -278,6 +278,12 @@ def test_fitted_kmeans_is_used_as_given():
     (lambda X: select(np.where(np.arange(50)[:, None] == 7, np.nan, X), 5, score="kmeans"), ValueError,
      "X must be finite; found NaN or inf in row 7"),
     (lambda X: select(X.astype(str), 5, score="kmeans"), TypeError, "X must be a numeric array-like; got dtype <U"),
+    (lambda X: select(__import__("scipy.sparse").sparse.csr_array(X), 5, score="kmeans"), TypeError,
+     "X must be a dense numeric array \\(or memmap\\): sparse input is not supported; got scipy"),
+    (lambda X: select(X.astype(complex), 5, score="kmeans"), TypeError,
+     "X must be a numeric array-like; got dtype complex128"),
+    (lambda X: select(np.array([["a"] * 3] * 50, dtype=object), 5, score="kmeans"), TypeError,
+     "X must be a numeric array-like; got dtype object"),
     (lambda X: select(X, 51, score="kmeans"), ValueError, r"budget must be an integer in \[1, 50\]; got 51"),
     (lambda X: select(X, 2.5, score="kmeans"), TypeError, r"budget must be an integer in \[1, 50\]; got float 2.5"),
     (lambda X: select(X, 10, score="kmeans", n_clusters=0), ValueError,
@@ -319,6 +325,13 @@ def test_validation(call, exc, match):
         warnings.simplefilter("ignore", UserWarning)
         with pytest.raises(exc, match=match):
             call(X)
+
+
+def test_numbers_held_as_objects_are_accepted():
+    X = np.random.default_rng(0).normal(size=(60, 3))
+    a = _quiet(select, X.astype(object), 10, score="kmeans", random_state=0)
+    b = _quiet(select, X, 10, score="kmeans", random_state=0)
+    assert np.array_equal(a.indices, b.indices)
 
 
 def test_selection_is_a_plain_record():

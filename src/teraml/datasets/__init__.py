@@ -18,6 +18,8 @@ from teraml.datasets._synthetic import (
     make_aggregate_regression,
     make_attention_qkv,
     make_gaussian_mixture,
+    make_leverage_regression,
+    make_loss_blobs,
     make_planted_partition_graph,
 )
 from teraml.datasets._text import stdlib_files, stdlib_text, stdlib_text_sha256, unigram_entropy
@@ -38,6 +40,8 @@ __all__ = [
     "make_attention_qkv",
     "make_aggregate_regression",
     "make_aggregate_classification",
+    "make_loss_blobs",
+    "make_leverage_regression",
 ]
 
 _REGISTRY = {
@@ -51,6 +55,8 @@ _REGISTRY = {
     "attention_qkv": make_attention_qkv,
     "aggregate_regression": make_aggregate_regression,
     "aggregate_classification": make_aggregate_classification,
+    "loss_blobs": make_loss_blobs,
+    "leverage_regression": make_leverage_regression,
 }
 
 # Well-known datasets that exist only behind a download: named so that asking for one fails fast

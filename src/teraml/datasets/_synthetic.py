@@ -12,6 +12,8 @@ __all__ = [
     "make_attention_qkv",
     "make_aggregate_regression",
     "make_aggregate_classification",
+    "make_loss_blobs",
+    "make_leverage_regression",
 ]
 
 
@@ -276,3 +278,72 @@ def make_aggregate_classification(n_samples, n_features, *, coef_norm=3.0, rando
     p = 1.0 / (1.0 + np.exp(-(X @ coef)))
     y = (rng.random(n_samples) < p).astype(np.float64)
     return X, y, coef
+
+
+def make_loss_blobs(n_samples=100_000, n_features=16, n_centers=50, *, random_state=0):
+    """Embeddings in Gaussian blobs of heavy-tailed sizes, with a per-item loss that is smooth within a blob.
+
+    The data of loss estimation by sensitivity sampling (its E1 "blobs" benchmark). Centres mu_c ~ N(0, 25 I);
+    blob sizes proportional to ``Pareto(1.2) + 1`` draws (largest-remainder rounding, every blob at least one
+    row when ``n_samples >= n_centers``); rows ``e_i = mu_c(i) + N(0, I)``, shuffled. Each blob has a base loss
+    ``beta_c ~ LogNormal(0, 1.5)``, and ``loss_i = beta_c(i) * (1 + 0.3 * mean_j |e_ij - mu_c(i),j|) +
+    0.05 * U(0, 1)``: losses vary a lot between blobs and little inside one.
+
+    Returns
+    -------
+    X : (n_samples, n_features) float64
+    losses : (n_samples,) float64 > 0
+    labels : (n_samples,) int64, the blob of each row
+
+    >>> X, losses, labels = make_loss_blobs(1000, 4, 5, random_state=0)
+    >>> X.shape, bool((losses > 0).all()), sorted(set(labels.tolist()))
+    ((1000, 4), True, [0, 1, 2, 3, 4])
+    """
+    n_samples = check_int("n_samples", n_samples, min_value=1)
+    n_features = check_int("n_features", n_features, min_value=1)
+    n_centers = check_int("n_centers", n_centers, min_value=1)
+    rng = check_random_state("random_state", random_state)
+    centers = 5.0 * rng.standard_normal((n_centers, n_features))
+    share = rng.pareto(1.2, n_centers) + 1.0
+    share /= share.sum()
+    floor = min(1, n_samples // n_centers)          # one row per blob when there are enough rows
+    spare = n_samples - floor * n_centers
+    sizes = np.floor(share * spare).astype(np.int64)
+    rest = np.argsort(-(share * spare - sizes), kind="stable")[: spare - int(sizes.sum())]
+    sizes[rest] += 1
+    sizes += floor
+    labels = rng.permutation(np.repeat(np.arange(n_centers, dtype=np.int64), sizes))
+    noise = rng.standard_normal((n_samples, n_features))
+    X = centers[labels] + noise
+    base = rng.lognormal(0.0, 1.5, n_centers)
+    losses = base[labels] * (1.0 + 0.3 * np.abs(noise).mean(axis=1)) + 0.05 * rng.random(n_samples)
+    return X, losses, labels
+
+
+def make_leverage_regression(n_samples=20_000, n_features=10, *, random_state=0):
+    """A least-squares problem with heavy-tailed rows and noise: leverage and uniform sampling differ a lot.
+
+    The data of subsampled regression (its E3 benchmark): ``A = N(0, I) diag(linspace(1, 5, d))`` with each row
+    scaled by ``|t_1.5| + 0.1`` (Student t, 1.5 degrees of freedom: a few rows of very high leverage),
+    ``x_star ~ N(0, I)`` and ``b = A x_star + 3 + N(0, 1) (1 + 0.5 |t_2|)`` (intercept 3, heteroscedastic
+    heavy-tailed noise).
+
+    Returns
+    -------
+    A : (n_samples, n_features) float64
+    b : (n_samples,) float64
+    x_star : (n_features,) float64, the coefficients without the intercept
+
+    >>> A, b, x_star = make_leverage_regression(500, 3, random_state=0)
+    >>> A.shape, b.shape, x_star.shape
+    ((500, 3), (500,), (3,))
+    """
+    n_samples = check_int("n_samples", n_samples, min_value=1)
+    n_features = check_int("n_features", n_features, min_value=1)
+    rng = check_random_state("random_state", random_state)
+    A = rng.standard_normal((n_samples, n_features)) * np.linspace(1.0, 5.0, n_features)
+    A *= (np.abs(rng.standard_t(1.5, n_samples)) + 0.1)[:, None]
+    x_star = rng.standard_normal(n_features)
+    noise = rng.standard_normal(n_samples) * (1.0 + 0.5 * np.abs(rng.standard_t(2.0, n_samples)))
+    b = A @ x_star + 3.0 + noise
+    return A, b, x_star

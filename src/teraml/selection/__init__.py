@@ -15,6 +15,8 @@ uncertainty scores.
 
 from teraml.selection._selection import Selection
 from teraml.selection.active import active_select
+from teraml.selection.regression import SubsampledLinearRegression, leverage_scores
 from teraml.selection.sensitivity import SensitivitySampler, select
 
-__all__ = ["select", "SensitivitySampler", "Selection", "active_select"]
+__all__ = ["select", "SensitivitySampler", "Selection", "active_select", "SubsampledLinearRegression",
+           "leverage_scores"]
