@@ -90,7 +90,7 @@ def test_probabilities_and_selection_invariants(n, d, z, score, seed):
     assert np.all(p >= 0) and np.all(p[T] == 0)
     assert p.sum() == pytest.approx(1.0, abs=1e-9) or (p.sum() == 0 and T.size == n)
     sel = s.sample()
-    m = budget - (s._p["n_clusters"] if score == "loss" else 0)
+    m = budget - s.representatives_.size
     assert np.all(sel.weights > 0) and np.unique(sel.indices).size == sel.indices.size
     assert sel.indices.min() >= 0 and sel.indices.max() < n and sel.indices.dtype == np.int64
     assert sel.counts[sel.role == "sample"].sum() == m
@@ -207,6 +207,8 @@ def test_empty_clusters_from_a_custom_clusterer_are_dropped():
     with pytest.warns(UserWarning, match="dropped 2 empty clusters of 5"):
         s = SensitivitySampler(40, n_clusters=5, clusterer=FixedCenters(C)).fit(X, lambda i: loss[i])
     assert s.n_clusters_ == 3 and s.labels_.max() == 2 and s.representatives_.size == 3
+    sel = s.sample()   # the budget still holds: 3 representatives + 37 draws
+    assert sel.counts.sum() == 40 and np.sum(sel.role == "representative") == 3
 
 
 def test_singletons_under_cluster_normalization():

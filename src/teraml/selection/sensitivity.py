@@ -349,7 +349,7 @@ class SensitivitySampler(BaseEstimator):
         p = self._p
         k = self.representatives_.size
         if n_samples is None:
-            m = p["budget"] - (p["n_clusters"] if p["score"] == "loss" else 0)
+            m = p["budget"] - k   # k: the representatives kept (empty clusters dropped); 0 for score="kmeans"
         else:
             m = check_param("n_samples", n_samples, [Interval("int", 0)])
         rng = np.random.default_rng(self._sample_seq if random_state is None else random_state)
