@@ -341,3 +341,24 @@ def test_selection_is_a_plain_record():
     assert isinstance(sel, Selection) and len(sel) == sel.n_unique <= 20
     assert 0 < sel.effective_sample_size <= len(sel)
     assert set(sel.to_dict()) == {"index", "weight", "count", "probability", "role", "loss"}
+
+
+def test_torch_clusterer_on_cpu_matches_sklearn_cost_and_assignment():
+    pytest.importorskip("torch")
+    from teraml.selection._cluster import assign, assign_torch
+
+    X, loss = _blobs(3000, 8, 10, 11)
+    t = _quiet(SensitivitySampler(200, score="kmeans", n_clusters=10, clusterer="torch", random_state=0).fit, X)
+    k = _quiet(SensitivitySampler(200, score="kmeans", n_clusters=10, clusterer="kmeans", random_state=0).fit, X)
+    assert t.backend_ == "torch" and t.clustering_cost_ <= 1.02 * k.clustering_cost_
+    la, da = assign(X, t.cluster_centers_)
+    lb, db = assign_torch(X, t.cluster_centers_)
+    assert np.mean(la == lb) > 0.999 and np.allclose(da[la == lb], db[la == lb], rtol=1e-9)
+
+
+def test_torch_clusterer_without_torch_names_the_extra(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "torch", None)
+    with pytest.raises(ImportError, match=r"clusterer='torch' requires torch: pip install teraml\[torch\]"):
+        select(np.random.default_rng(0).normal(size=(50, 2)), 10, score="kmeans", clusterer="torch")

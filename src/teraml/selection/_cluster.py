@@ -12,7 +12,7 @@ import warnings
 
 import numpy as np
 
-__all__ = ["fit_centers", "assign", "drop_empty", "representatives", "distance_to", "CHUNK_BYTES",
+__all__ = ["fit_centers", "assign", "assign_torch", "drop_empty", "representatives", "distance_to", "CHUNK_BYTES",
            "AUTO_KMEANS_MAX_ROWS", "check_clusterer"]
 
 #: The buffer of one chunk of the assignment pass (the chunk x k distance block).
@@ -76,7 +76,8 @@ def fit_centers(X, k: int, clusterer, seed: int, *, verbose: bool = False) -> tu
     return np.asarray(est.cluster_centers_, dtype=np.float64), backend
 
 
-def _torch_kmeans(X, k: int, seed: int, *, max_iter: int = 20, tol: float = 1e-4, verbose: bool = False):
+def _torch_kmeans(X, k: int, seed: int, *, max_iter: int = 20, tol: float = 1e-4, verbose: bool = False,
+                  device: str | None = None):
     """k-means++ (scikit-learn's ``kmeans_plusplus``) on a uniform subsample of min(n, 256 k) rows, then at most
     ``max_iter`` Lloyd iterations over all rows in chunks with torch (CUDA when available), stopping when the
     cost changes by less than ``tol`` relatively."""
@@ -90,7 +91,7 @@ def _torch_kmeans(X, k: int, seed: int, *, max_iter: int = 20, tol: float = 1e-4
     rng = np.random.default_rng(seed)
     sub = np.sort(rng.choice(n, size=min(n, 256 * k), replace=False))
     init, _ = kmeans_plusplus(np.asarray(X[sub], dtype=np.float64), k, random_state=int(rng.integers(2**31 - 1)))
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     C = torch.as_tensor(init, dtype=torch.float32, device=device)
     step = _chunk_rows(k + d, 4)
     prev = None
@@ -137,6 +138,34 @@ def assign(X, centers: np.ndarray, *, progress=None) -> tuple[np.ndarray, np.nda
         labels[s:s + xb.shape[0]] = lab
         diff = xb.astype(np.float64) - centers[lab]
         sqdist[s:s + xb.shape[0]] = np.einsum("ij,ij->i", diff, diff)
+        if progress is not None:
+            progress(xb.shape[0])
+    return labels, sqdist
+
+
+def assign_torch(X, centers: np.ndarray, *, progress=None) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`assign` with torch (CUDA when available): the chunk x k GEMM in float32 on the device picks each
+    row's centre, and the squared distance to it is recomputed from the direct difference in float64 there."""
+    import torch
+
+    n, d = X.shape
+    k = centers.shape[0]
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    C = torch.as_tensor(centers, dtype=torch.float32, device=device)
+    C64 = torch.as_tensor(centers, dtype=torch.float64, device=device)
+    cn = (C * C).sum(1)
+    labels = np.empty(n, dtype=np.int32)
+    sqdist = np.empty(n, dtype=np.float64)
+    step = _chunk_rows(k + d, 4)
+    for s in range(0, n, step):
+        native = torch.as_tensor(np.asarray(X[s:s + step]), device=device)
+        xb = native.float()
+        dist = (xb * xb).sum(1, keepdim=True) - 2.0 * xb @ C.T + cn
+        lab = torch.argmin(dist.clamp_min_(0), dim=1)
+        diff = native.double() - C64[lab]
+        e = s + xb.shape[0]
+        labels[s:e] = lab.cpu().numpy()
+        sqdist[s:e] = (diff * diff).sum(1).cpu().numpy()
         if progress is not None:
             progress(xb.shape[0])
     return labels, sqdist

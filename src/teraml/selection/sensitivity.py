@@ -31,6 +31,7 @@ from sklearn.exceptions import NotFittedError
 from teraml._validation import VERBOSE, InstanceOf, Interval, Options, check_param, check_params, type_name
 from teraml.selection._cluster import (
     assign,
+    assign_torch,
     check_clusterer,
     distance_to,
     drop_empty,
@@ -278,7 +279,8 @@ class SensitivitySampler(BaseEstimator):
         t["cluster"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         with tqdm(total=n, desc="assign", unit="row", disable=not self.verbose, leave=False) as bar:
-            labels, sqdist = assign(X, centers, progress=bar.update)
+            assigner = assign_torch if backend == "torch" else assign
+            labels, sqdist = assigner(X, centers, progress=bar.update)
         labels, centers, sizes = drop_empty(labels, centers)
         k = centers.shape[0]
         D = power_z(sqdist, p["z"])
