@@ -184,7 +184,7 @@ def text_embeddings(n_per_class=150, verbose=False):
     import importlib
     import inspect
 
-    modules = ["os", "re", "json", "email", "http", "asyncio", "unittest", "xml"]
+    modules = ["email", "http", "asyncio", "unittest", "logging", "importlib", "multiprocessing", "urllib"]
     texts, labels = [], []
     for lab, name in enumerate(modules):
         seen = set()
@@ -194,11 +194,16 @@ def text_embeddings(n_per_class=150, verbose=False):
             except Exception:  # noqa: BLE001 - optional parts of the stdlib may be missing
                 continue
             for _, obj in inspect.getmembers(mod):
-                doc = inspect.getdoc(obj) if (inspect.isfunction(obj) or inspect.isclass(obj)) else None
-                if doc and len(doc) > 40 and doc not in seen:
-                    seen.add(doc)
-                    texts.append(doc[:500])
-                    labels.append(lab)
+                if not (inspect.isfunction(obj) or inspect.isclass(obj)):
+                    continue
+                members = [obj] + ([m for _, m in inspect.getmembers(obj, inspect.isfunction)
+                                    if m.__module__ == mod.__name__] if inspect.isclass(obj) else [])
+                for item in members:
+                    doc = inspect.getdoc(item)
+                    if doc and len(doc) > 40 and doc not in seen:
+                        seen.add(doc)
+                        texts.append(doc[:500])
+                        labels.append(lab)
                 if len(seen) >= n_per_class:
                     break
             if len(seen) >= n_per_class:
@@ -325,40 +330,53 @@ def million(n=1_000_000, d=64, budget=10_000) -> dict:
             "rel_error": abs(mean - loss.mean()) / loss.mean(), "rel_se": se / loss.mean()}
 
 
-_MEMMAP_SCRIPT = r"""
-import json, resource, sys, tempfile, os, time, warnings
+_MEMMAP_WRITE = r"""
+import sys
 import numpy as np
-from teraml.selection import SensitivitySampler
 n, d, k = 2_000_000, 32, 256
-path = os.path.join(tempfile.mkdtemp(), "e.npy")
-mm = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(n, d))
+mm = np.lib.format.open_memmap(sys.argv[1], mode="w+", dtype=np.float32, shape=(n, d))
 rng = np.random.default_rng(0)
 C = rng.normal(scale=4, size=(k, d)).astype(np.float32)
 for s in range(0, n, 200_000):
     mm[s:s + 200_000] = C[rng.integers(0, k, 200_000)] + rng.standard_normal((200_000, d), dtype=np.float32)
-mm.flush(); del mm
-X = np.load(path, mmap_mode="r")
-base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+mm.flush()
+"""
+
+_MEMMAP_FIT = r"""
+import json, resource, sys, time, warnings
+import numpy as np
+from teraml.selection import SensitivitySampler
+def peak():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+base = peak()   # the interpreter with numpy, scipy and scikit-learn imported, before any data
+X = np.load(sys.argv[1], mmap_mode="r")
 t0 = time.perf_counter()
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
-    s = SensitivitySampler(5000, score="kmeans", n_clusters=k, clusterer="minibatch", random_state=0).fit(X)
+    s = SensitivitySampler(5000, score="kmeans", n_clusters=256, clusterer="minibatch", random_state=0).fit(X)
     sel = s.sample()
-print(json.dumps({"seconds": time.perf_counter() - t0, "peak_rss_gb": resource.getrusage(
-    resource.RUSAGE_SELF).ru_maxrss / 2**20, "rss_before_gb": base / 2**20, "data_gb": n * d * 4 / 2**30,
-    "backend": s.backend_, "unique": len(sel)}))
-os.remove(path)
+print(json.dumps({"seconds": time.perf_counter() - t0, "peak_rss_gb": peak(), "rss_after_imports_gb": base,
+                  "data_gb": X.nbytes / 2**30, "backend": s.backend_, "unique": len(sel), "stages": s.timings_}))
 """
 
 
 def memmap_rss() -> dict:
-    """A 2e6 x 32 float32 memmap with MiniBatchKMeans, k = 256, in a fresh process: peak RSS vs data size."""
+    """A 2e6 x 32 float32 memmap (written by one process) selected with MiniBatchKMeans, k = 256, by a fresh
+    process: its peak RSS, and its RSS right after the imports (before any data), against the data size."""
+    import tempfile
+
+    path = os.path.join(tempfile.mkdtemp(), "e.npy")
+    env = {**os.environ, "OMP_NUM_THREADS": "2"}
     try:
-        r = subprocess.run([sys.executable, "-c", _MEMMAP_SCRIPT], capture_output=True, text=True, timeout=1200,
-                           env={**os.environ, "OMP_NUM_THREADS": "2"})
+        subprocess.run([sys.executable, "-c", _MEMMAP_WRITE, path], check=True, timeout=600, env=env)
+        r = subprocess.run([sys.executable, "-c", _MEMMAP_FIT, path], capture_output=True, text=True, timeout=1200,
+                           env=env)
         return json.loads(r.stdout.strip().splitlines()[-1])
     except (subprocess.SubprocessError, ValueError, IndexError) as exc:
         return {"error": str(exc)}
+    finally:
+        if os.path.exists(path):
+            os.remove(path)
 
 
 # ------------------------------------------------------------------------------------------------ run
@@ -498,9 +516,14 @@ def _run(*, quick, verbose) -> dict:
         mm = memmap_rss()
         res["e4_memmap"] = mm
         if "peak_rss_gb" in mm:
-            checks.append(_check("E4mm", f"2e6 x 32 float32 memmap ({mm['data_gb']:.2f} GB), minibatch k=256: peak "
-                                 f"RSS / data size ({mm['seconds']:.1f} s)", mm["peak_rss_gb"], mm["data_gb"],
-                                 mm["peak_rss_gb"] / mm["data_gb"], "< 2", mm["peak_rss_gb"] < 2 * mm["data_gb"]))
+            used = mm["peak_rss_gb"] - mm["rss_after_imports_gb"]
+            checks.append(_check("E4mm", f"2e6 x 32 float32 memmap ({mm['data_gb']:.2f} GB), minibatch k=256, "
+                                 f"{mm['seconds']:.1f} s: peak RSS above the interpreter's own "
+                                 f"({mm['rss_after_imports_gb']:.2f} GB after imports) / data size",
+                                 used, mm["data_gb"], used / mm["data_gb"], "< 2", used < 2 * mm["data_gb"]))
+            checks.append(_check("E4mm", "the same, raw peak RSS (interpreter and libraries included) / data size "
+                                 "(reported)", mm["peak_rss_gb"], mm["data_gb"], mm["peak_rss_gb"] / mm["data_gb"],
+                                 None, None))
         else:
             checks.append(_check("E4mm", f"memmap run failed: {mm.get('error')}", None, None, None, "< 2", False))
     res["checks"] = checks
