@@ -35,7 +35,7 @@ test: $(STAMP)
 test-all: $(STAMP)
 	$(PY) -m pytest -q -m "slow or not slow" $(PYTEST_ARGS)
 
-BENCHMARKS ?= hyperattention aggregate hac tinylm
+BENCHMARKS ?= hyperattention aggregate hac selection tinylm
 
 bench: $(STAMP)
 	$(PY) -m pip install --quiet -e ".[$(EXTRAS),bench]"

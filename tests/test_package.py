@@ -9,7 +9,8 @@ def test_version():
 
 
 def test_import_loads_neither_torch_nor_pyspark():
-    code = "import teraml, teraml.datasets, teraml.models, teraml.report, teraml.cli, sys; " \
+    code = "import teraml, teraml.datasets, teraml.models, teraml.report, teraml.cli, teraml.selection, " \
+           "teraml.selection.baselines, teraml.selection.regression, teraml.hac, sys; " \
            "bad = [m for m in ('torch', 'pyspark', 'transformers') if m in sys.modules]; " \
            "assert not bad, bad"
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -208,3 +208,18 @@ def test_uncertainty_validation():
         uncertainty(np.full((2, 2), 0.5), 1, method="random")
     with pytest.raises(TypeError, match=r"^method must be 'margin', 'entropy' or 'least_confidence'; got int 1$"):
         uncertainty(np.full((2, 2), 0.5), 1, method=1)
+
+
+def test_lightweight_coreset_is_unbiased_and_checked():
+    from teraml.selection.baselines import lightweight_coreset
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(300, 3)) * [1, 5, 0.2]
+    loss = np.abs(X[:, 1]) + 0.1
+    est = np.array([lightweight_coreset(X, 40, random_state=r).estimate_mean(
+        loss[lightweight_coreset(X, 40, random_state=r).indices])[0] for r in range(3000)])
+    assert abs(est.mean() - loss.mean()) <= 4 * est.std(ddof=1) / np.sqrt(est.size)
+    s = lightweight_coreset(X, 40, random_state=1)
+    assert s.counts.sum() == 40 and np.all(s.probabilities >= 0.5 / 300)
+    with pytest.raises(ValueError, match="budget must be an integer >= 1; got 0"):
+        lightweight_coreset(X, 0)

@@ -220,3 +220,13 @@ def test_regression_validation():
         SubsampledLinearRegression(10).fit(np.full((5, 2), np.nan), np.zeros(5))
     with pytest.raises(NotFittedError):
         SubsampledLinearRegression(10).predict(X)
+
+
+def test_leverage_matches_statsmodels_hat_matrix_diagonal():
+    sm = pytest.importorskip("statsmodels.api")
+    from statsmodels.stats.outliers_influence import OLSInfluence
+
+    A, b, _ = make_leverage_regression(3000, 6, random_state=2)
+    Ac = sm.add_constant(A)
+    hat = OLSInfluence(sm.OLS(b, Ac).fit()).hat_matrix_diag
+    np.testing.assert_allclose(leverage_scores(Ac), hat, rtol=1e-8, atol=1e-12)

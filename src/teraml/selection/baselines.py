@@ -34,8 +34,8 @@ from teraml._validation import (
 )
 from teraml.selection._selection import Selection
 
-__all__ = ["uniform", "kcenter_greedy", "uncertainty", "uncertainty_scores", "UNCERTAINTY_METHODS",
-           "ROW_SUM_TOL"]
+__all__ = ["uniform", "lightweight_coreset", "kcenter_greedy", "uncertainty", "uncertainty_scores",
+           "UNCERTAINTY_METHODS", "ROW_SUM_TOL"]
 
 #: The uncertainty scores :func:`uncertainty` knows (``method``).
 UNCERTAINTY_METHODS = ("margin", "entropy", "least_confidence")
@@ -69,6 +69,40 @@ def uniform(n, budget, *, random_state=None) -> Selection:
     return Selection(indices=idx, weights=np.full(budget, n / budget), counts=np.ones(budget, dtype=np.int64),
                      probabilities=np.full(budget, budget / n), role=np.full(budget, "sample"),
                      losses=np.full(budget, np.nan), n_total=n, n_loss_queries=0)
+
+
+def lightweight_coreset(X, budget, *, random_state=None) -> Selection:
+    """The lightweight coreset of Bachem, Lucic & Krause (KDD 2018): ``budget`` i.i.d. draws with
+    ``q_i = 1 / (2n) + D_i / (2 Phi)``, D_i the squared distance to the data mean and Phi their sum, merged and
+    weighted ``count / (budget q_i)`` (as :class:`Selection`; unbiased for any sum over the rows). One pass, no
+    clustering: the k-means coreset peer of sensitivity sampling.
+
+    >>> X = np.array([[0.0], [0.0], [0.0], [10.0]])
+    >>> s = lightweight_coreset(X, 50, random_state=0)
+    >>> float(s.probabilities[s.indices == 3][0])          # 1/8 + (56.25 / 75) / 2
+    0.5
+    """
+    from teraml.selection.sensitivity import check_X
+
+    X = check_X(X)
+    n = X.shape[0]
+    m = check_param("budget", budget, [Interval("int", 1), "an integer >= 1"])
+    rng = check_random_state("random_state", random_state)
+    mu = np.zeros(X.shape[1])
+    step = max(1, _KCENTER_CHUNK // X.shape[1])
+    for s in range(0, n, step):
+        mu += np.asarray(X[s:s + step], dtype=np.float64).sum(axis=0)
+    mu /= n
+    D = np.empty(n)
+    for s in range(0, n, step):
+        diff = np.asarray(X[s:s + step], dtype=np.float64) - mu
+        D[s:s + diff.shape[0]] = np.einsum("ij,ij->i", diff, diff)
+    phi = float(D.sum())
+    q = 0.5 / n + (0.5 * D / phi if phi > 0 else 0.5 / n)
+    idx, counts = np.unique(rng.choice(n, size=m, replace=True, p=q / q.sum()), return_counts=True)
+    return Selection(indices=idx.astype(np.int64), weights=counts / (m * q[idx]), counts=counts.astype(np.int64),
+                     probabilities=q[idx], role=np.full(idx.size, "sample"), losses=np.full(idx.size, np.nan),
+                     n_total=n, n_loss_queries=0)
 
 
 def _check_initial(initial, n: int) -> np.ndarray:
