@@ -201,6 +201,19 @@ def test_identical_rows_warn_and_sample_uniformly():
     assert np.allclose(s.probabilities_[free], 1 / free.sum())
 
 
+def test_all_zero_scores_fall_back_to_uniform():
+    X = np.vstack([np.zeros((30, 2)), np.ones((30, 2))])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        s = SensitivitySampler(20, n_clusters=2, clusterer=FixedCenters([[0, 0], [1, 1]])).fit(
+            X, lambda i: np.zeros(i.size))
+    said = [str(w.message) for w in caught]
+    assert any("all scores are 0: sampling falls back to uniform" in m for m in said), said
+    assert any("all representative losses are 0" in m for m in said), said
+    free = s.probabilities_ > 0
+    assert free.sum() == 58 and np.allclose(s.probabilities_[free], 1 / 58)
+
+
 def test_empty_clusters_from_a_custom_clusterer_are_dropped():
     X, loss = _blobs(200, 2, 3, 6)
     C = np.vstack([X[:3], [[1e6, 1e6], [-1e6, 1e6]]])
