@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import statistics
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -79,3 +80,19 @@ def measure(*fns: Callable[[], Any], repeats: int = 3, min_total: float = 0.0, m
 def best_time(fn: Callable[[], Any], repeats: int = 3, min_total: float = 0.0, max_repeats: int = 25) -> float:
     """The best of at least ``repeats`` timed calls of ``fn`` after a warm-up (:func:`measure` for one)."""
     return measure(fn, repeats=repeats, min_total=min_total, max_repeats=max_repeats).seconds[0]
+
+
+def peak_rss_gb() -> float:
+    """This process's peak resident memory in GiB: ``VmHWM`` of /proc/self/status (``ru_maxrss`` would also count
+    the parent's memory from before ``exec`` in a subprocess), else ``ru_maxrss``."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM"):
+                    return int(line.split()[1]) / 2**20
+    except OSError:  # pragma: no cover - not Linux
+        pass
+    import resource
+
+    scale = 2**30 if sys.platform == "darwin" else 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / scale

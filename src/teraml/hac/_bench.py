@@ -26,7 +26,7 @@ import numpy as np
 from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
 from teraml._benchutil import check as _check
-from teraml._benchutil import measure
+from teraml._benchutil import measure, peak_rss_gb
 from teraml._demo import DemoContext, DemoSection, SummaryRow
 from teraml.datasets import load_digits, load_wine, make_planted_partition_graph
 from teraml.hac import Graph, TeraHAC, exact_hac
@@ -181,7 +181,6 @@ def _subprocess_run(kind, n, extra=None, timeout=1800):
 
 def _scale_main():
     """Subprocess entry: ``kind n extra_json``; prints one JSON line (seconds, peak RSS, rounds...)."""
-    import resource
 
     kind, n, extra = sys.argv[1], int(sys.argv[2]), json.loads(sys.argv[3])
     out: dict[str, Any] = {"kind": kind, "n": n}
@@ -189,7 +188,7 @@ def _scale_main():
     g, X, y = (d2_graph if extra.get("data") == "D2" else d3_graph)(n)
     out["build_seconds"] = time.perf_counter() - t0
     out["edges"] = int(g.src.size)
-    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
+    rss0 = peak_rss_gb()
     if kind == "terahac":
         TeraHAC(threshold=0.5).fit(d3_graph(200)[0])  # compile / load the numba cache first
         m, out["seconds"] = _timed(lambda: TeraHAC(threshold=float(extra.get("t", 0.0)), epsilon=0.1,
@@ -209,7 +208,7 @@ def _scale_main():
     elif kind == "sklearn":
         _, out["seconds"] = _timed(lambda: _sklearn_connectivity(X, g, int(extra.get("k", 20)),
                                                                   extra.get("metric", "euclidean")), 1)
-    out["peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
+    out["peak_rss_gb"] = peak_rss_gb()
     out["rss_before_run_gb"] = rss0
     print(json.dumps(out))
 

@@ -395,11 +395,10 @@ mm.flush()
 """
 
 _MEMMAP_FIT = r"""
-import json, resource, sys, time, warnings
+import json, sys, time, warnings
 import numpy as np
 from teraml.selection import SensitivitySampler
-def peak():
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+from teraml._benchutil import peak_rss_gb as peak
 base = peak()   # the interpreter with numpy, scipy and scikit-learn imported, before any data
 X = np.load(sys.argv[1], mmap_mode="r")
 t0 = time.perf_counter()
