@@ -219,7 +219,13 @@ def _write_hac_outputs(out: Path, g, model, args, src: Path, t0: float) -> None:
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
 
 
+_SELECT_FLAGS = {"random_state": "--seed", "n_clusters": "-k/--n-clusters", "uniform_mix": "--uniform-mix",
+                 "loss_fn must return": "--losses must give"}
+
+
 def _select_error(msg: str) -> int:
+    for name, flag in _SELECT_FLAGS.items():   # the library's parameter names, as this command spells them
+        msg = msg.replace(name, flag)
     print(f"teraml select: error: {msg}", file=sys.stderr)
     return 2
 
@@ -264,7 +270,7 @@ def cmd_select(args) -> int:
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            X, ids = read_embeddings(src, column=args.column, id_column=args.id_column)
+            X, ids = read_embeddings(src, column=args.column, id_column=args.id_column, header=args.header)
             X = check_X(X)
             stages["read"] = time.perf_counter() - t0
             fp = fingerprint(X)
@@ -277,10 +283,13 @@ def cmd_select(args) -> int:
                 arrays, meta = load_state(state_path)
                 if meta["fingerprint"] != fp:
                     return _select_error(f"state file {state_path} does not match EMBEDDINGS")
-                for key, value in meta["params"].items():
-                    if key in params and params[key] != value and key != "clusterer":
-                        return _select_error(f"--{key.replace('_', '-')} {params[key]!r} differs from the first "
-                                             f"step's {value!r} (state file {state_path})")
+                flags = {"budget": "--budget", "score": "--score", "n_clusters": "-k", "z": "--z",
+                         "random_state": "--seed"}   # what the clustering depends on (lam, uniform_mix may change)
+                for key, flag in flags.items():
+                    if key in meta["params"] and params[key] != meta["params"][key]:
+                        return _select_error(f"{flag} {params[key]!r} differs from the first step's "
+                                             f"{meta['params'][key]!r} (state file {state_path}); repeat the first "
+                                             "step's --budget, -k, --score, --z and --seed")
                 L = losses[arrays["representatives"]]
                 if np.isnan(L).any():
                     return _select_error(f"{args.losses} lacks the losses of {int(np.isnan(L).sum())} of the "
@@ -308,7 +317,8 @@ def cmd_select(args) -> int:
                         got = known[idx]
                         if np.isnan(got).any():
                             raise ValueError(f"{args.losses} lacks the losses of {int(np.isnan(got).sum())} of the "
-                                             f"{got.size} representatives; run the first step without --losses")
+                                             f"{got.size} representatives; run the first step without --losses, or "
+                                             f"pass --state of the first step (no state file at {state_path})")
                         return got
                 else:
                     loss_fn = None
@@ -402,6 +412,9 @@ def build_parser() -> argparse.ArgumentParser:
     se.add_argument("--state", default=None, help="state file of a two-step run (default OUT.state.npz)")
     se.add_argument("-o", "--out", default="selection.parquet", help="output .parquet or .csv")
     se.add_argument("--column", default="embedding", help="Parquet/CSV list column of the vectors")
+    se.add_argument("--header", action=argparse.BooleanOptionalAction, default=None,
+                    help="CSV: the first line is a header (--header) or data (--no-header); default: detected (a "
+                         "first line with a field that is not a number is a header); no row is ever dropped")
     se.add_argument("--id-column", default="id", help="id column (kept in the output)")
     se.add_argument("--clusterer", default="auto", choices=["auto", "kmeans", "minibatch", "torch"])
     se.add_argument("--engine", default="local", choices=["local", "spark"])

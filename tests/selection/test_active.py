@@ -88,6 +88,10 @@ def test_selection_weights_and_embeddings():
     ({"embed_fn": 3}, TypeError, "embed_fn must be a callable or None; got int"),
     ({"score": "kmeans"}, TypeError, "active_select sets score itself"),
     ({"embed_fn": lambda m: np.ones((5, 2))}, ValueError, r"embed_fn must return one row per item \(800\)"),
+    ({"budget": 10, "n_rounds": 5}, ValueError,
+     r"the smallest of the 5 rounds selects 1 items \(budget 10, initial_fraction 0.2\): budget must be >= "
+     r"n_clusters \+ 1 = 6"),
+    ({"foo": 1}, TypeError, "unexpected keyword argument 'foo'"),
 ])
 def test_validation(kw, exc, match):
     X, loss, log, train_fn, loss_fn = _setup()
@@ -95,3 +99,4 @@ def test_validation(kw, exc, match):
     budget = args.pop("budget")
     with pytest.raises(exc, match=match):
         active_select(X, budget, **args)
+    assert log["train"] == [] or "embed_fn" in kw    # nothing was trained before the error

@@ -143,3 +143,44 @@ def test_missing_file_and_missing_representative_losses(emb, capsys):
     np.save(d / "partial.npy", partial)
     rc, err = _run(capsys, d / "e.npy", "--budget", 60, "--losses", d / "partial.npy", "-o", d / "o.parquet", "--quiet")
     assert rc == 2 and "lacks the losses of" in err
+
+
+def test_headerless_csv_keeps_every_row(tmp_path, capsys):
+    X = np.random.default_rng(0).normal(size=(200, 3))
+    np.savetxt(tmp_path / "nohdr.csv", X, delimiter=",")
+    rc, err = _run(capsys, tmp_path / "nohdr.csv", "--budget", 30, "--score", "kmeans", "--seed", 0, "-o",
+                   tmp_path / "o.parquet", "--quiet")
+    assert rc == 0, err
+    assert json.loads(err.strip().splitlines()[-1])["n"] == 200
+    sel = select(X.astype(np.float32), 30, score="kmeans", random_state=0)
+    assert _read(tmp_path / "o.parquet")["index"] == sel.indices.tolist()
+    rc, err = _run(capsys, tmp_path / "nohdr.csv", "--budget", 30, "--score", "kmeans", "--header", "-o",
+                   tmp_path / "o.parquet", "--quiet")
+    assert rc == 0 and '"n": 199' in err     # told that the first line is a header, it is one
+
+
+def test_ids_unique_matched_as_text_and_losses_given_once(tmp_path, capsys):
+    X = np.random.default_rng(1).normal(size=(60, 2))
+    ids = [str(i) for i in range(59)] + ["x59"]
+    lines = "id,a,b\n" + "".join(f"{i},{a},{b}\n" for i, (a, b) in zip(ids, X))
+    (tmp_path / "e.csv").write_text(lines)
+    rc, err = _run(capsys, tmp_path / "e.csv", "--budget", 12, "-k", 3, "--seed", 0, "-o", tmp_path / "o.parquet",
+                   "--quiet")
+    assert rc == 0, err
+    reps = _read(tmp_path / "o.parquet")["id"]
+    # numeric-looking ids in the losses file still match the text ids of the embeddings
+    pq.write_table(pa.table({"id": [int(r) if r.isdigit() else r for r in reps] if all(r.isdigit() for r in reps)
+                             else reps, "loss": [1.0] * len(reps)}), tmp_path / "l.parquet")
+    rc, err = _run(capsys, tmp_path / "e.csv", "--budget", 12, "-k", 3, "--seed", 0, "-o", tmp_path / "o.parquet",
+                   "--losses", tmp_path / "l.parquet", "--lam", 0.5, "--quiet")   # lam may change in step two
+    assert rc == 0, err
+    (tmp_path / "d.csv").write_text(lines.replace("\n5,", "\n3,", 1))
+    rc, err = _run(capsys, tmp_path / "d.csv", "--budget", 12, "-o", tmp_path / "o2.parquet", "--quiet")
+    assert rc == 2 and "must hold unique ids; '3' is on rows 3 and 5" in err
+    pq.write_table(pa.table({"index": [0, 0], "loss": [1.0, 2.0]}), tmp_path / "dup.parquet")
+    rc, err = _run(capsys, tmp_path / "e.csv", "--budget", 12, "-k", 3, "--seed", 0, "-o", tmp_path / "o.parquet",
+                   "--losses", tmp_path / "dup.parquet", "--quiet")
+    assert rc == 2 and "column 'index' names 0 2 times" in err
+    rc, err = _run(capsys, tmp_path / "e.csv", "--budget", 12, "--seed", "-1", "-o", tmp_path / "o3.parquet",
+                   "--quiet")
+    assert rc == 2 and "--seed must be" in err

@@ -259,22 +259,84 @@ def test_warnings_k_vs_m_and_tiny_probabilities():
     loss2[:] = 1e-9
     loss2[0] = 1e6
     with pytest.warns(UserWarning, match="consider uniform_mix=0.05"):
-        SensitivitySampler(60, n_clusters=5, lam=0.0, random_state=0).fit(X, lambda i: np.where(i == i[0], 1e9, 0.0))
+        SensitivitySampler(60, n_clusters=5, lam=0.0, random_state=0).fit(X, lambda i: np.where(i == i[0], 1e9, 1e-6))
     s = _quiet(SensitivitySampler(60, n_clusters=5, lam=0.0, uniform_mix=0.05, random_state=0).fit,
-               X, lambda i: np.where(i == i[0], 1e9, 0.0))
+               X, lambda i: np.where(i == i[0], 1e9, 1e-6))
     free = s.probabilities_ > 0
     assert s.probabilities_[free].min() * free.sum() >= 0.05 - 1e-12
 
 
-def test_memmap_input_is_not_copied(tmp_path):
+def test_memmap_and_array_give_one_selection(tmp_path):
+    # one rule for 'auto' (by rows, not by storage): the same data as a memmap or in memory select alike
     X, loss = _blobs(3000, 8, 6, 8)
     path = tmp_path / "e.npy"
     np.save(path, X.astype(np.float32))
     mm = np.load(path, mmap_mode="r")
     s = _quiet(SensitivitySampler(100, score="kmeans", random_state=0).fit, mm)
-    assert s.backend_ == "minibatch"   # 'auto' clusters a memmap with MiniBatchKMeans
-    t = _quiet(SensitivitySampler(100, score="kmeans", clusterer="kmeans", random_state=0).fit, X)
-    assert t.backend_ == "kmeans" and s.labels_.size == 3000
+    t = _quiet(SensitivitySampler(100, score="kmeans", random_state=0).fit, np.array(mm))
+    assert s.backend_ == t.backend_ == "kmeans" and isinstance(mm, np.memmap)
+    assert np.array_equal(s.sample().indices, t.sample().indices)
+
+
+def test_far_from_origin_float32_is_assigned_exactly():
+    # the float32 GEMM runs on shifted data: with x = 1e4 + N(0, 1) the plain |x|^2 - 2 x.c + |c|^2 misassigned
+    # 97 % of the rows
+    base = np.random.default_rng(0).normal(size=(3000, 8))
+    X = (base + 1e4).astype(np.float32)
+    s = _quiet(SensitivitySampler(250, score="kmeans", random_state=0).fit, X)
+    exact = np.argmin(((X.astype(np.float64)[:, None, :] - s.cluster_centers_[None]) ** 2).sum(-1), axis=1)
+    assert np.mean(s.labels_ == exact) > 0.999
+    shifted = _quiet(SensitivitySampler(250, score="kmeans", random_state=0).fit, base.astype(np.float32))
+    assert s.clustering_cost_ < 1.5 * shifted.clustering_cost_
+
+
+def test_overflowing_distances_are_an_error_not_an_empty_selection():
+    X = np.random.default_rng(0).normal(size=(200, 3)) * 1e200
+    with pytest.raises(ValueError, match="squared distances overflow float64"):
+        _quiet(select, X, 40, loss_fn=lambda i: np.ones(i.size), random_state=0)
+
+
+def test_another_loss_function_is_asked_for_every_row():
+    X, loss = _blobs(400, 3, 4, 12)
+
+    def fa(i):
+        return loss[i]
+
+    calls = []
+
+    def fb(i):
+        calls.append(i)
+        return 100 * loss[i]
+
+    sel = _quiet(select, X, 60, loss_fn=fa, random_state=0)
+    a = sel.estimate_mean(fa)[0]
+    b = sel.estimate_mean(fb)[0]
+    assert b == pytest.approx(100 * a) and calls[0].size == len(sel)
+    assert sel.estimate_mean(np.asarray(loss[sel.indices])[:, None])[0] == pytest.approx(a)
+    with pytest.raises(ValueError, match="losses must be >= 0"):
+        sel.estimate_mean(-loss[sel.indices])
+    import pickle
+
+    s = _quiet(SensitivitySampler(60, random_state=0).fit, X, lambda i: loss[i])
+    assert pickle.loads(pickle.dumps(s)).sample().indices.tolist() == s.sample().indices.tolist()
+    assert pickle.loads(pickle.dumps(s.sample())).n_total == 400
+
+
+def test_clusterer_without_centres_and_ignored_n_clusters():
+    from sklearn.cluster import AgglomerativeClustering
+
+    X, loss = _blobs(200, 3, 4, 13)
+    with pytest.raises(ValueError, match="got AgglomerativeClustering, which has no cluster_centers_ after fit"):
+        _quiet(select, X, 40, score="kmeans", clusterer=AgglomerativeClustering(4))
+    with pytest.warns(UserWarning, match="n_clusters=6 does not apply to a fitted clusterer"):
+        SensitivitySampler(40, score="kmeans", n_clusters=6, clusterer=KMeans(4, n_init=1, random_state=0).fit(X)
+                           ).fit(X)
+
+
+def test_lam_zero_warns_about_items_that_can_never_be_drawn():
+    X, loss = _blobs(300, 3, 5, 14)
+    with pytest.warns(UserWarning, match="items have probability 0"):
+        SensitivitySampler(60, n_clusters=5, lam=0.0, random_state=0).fit(X, lambda i: np.where(i == i[0], 0.0, 1.0))
 
 
 def test_fitted_kmeans_is_used_as_given():

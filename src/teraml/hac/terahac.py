@@ -101,8 +101,9 @@ class TeraHAC(ClusterMixin, BaseEstimator):
         highest ancestor of similarity >= t, and the run stays active while some W >= t / (1 + eps), so a
         merge exactly at t is made at every eps.
     n_clusters : int or None
-        Run to the end (t = 0) and cut into exactly this many clusters (:meth:`Dendrogram.cut`; fewer only
-        when the graph has more connected components, with a warning). With neither threshold nor n_clusters
+        Run to the end (t = 0) and cut into exactly this many clusters (:meth:`Dendrogram.cut`), or into more
+        when the graph has more than n_clusters connected components: one cluster per component, with a
+        warning (no edge joins them; on points, raise n_neighbors). With neither threshold nor n_clusters
         the run goes to the end and ``labels_`` are the connected components (the cut at t = 0); cut the
         fitted ``dendrogram_`` for any other number of clusters.
     affinity : "auto" (default), "knn" or "precomputed". What X is: "knn" reads X as n feature rows (dense or

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from teraml._io import first_null, is_numeric_type, pyarrow_modules, read_csv
+from teraml._io import first_null, has_header, is_numeric_type, pyarrow_modules, read_csv
 
 __all__ = ["read_embeddings", "write_selection", "fingerprint", "save_state", "load_state", "read_losses"]
 
@@ -39,8 +39,23 @@ def _allocate(n: int, d: int) -> np.ndarray:
     return np.empty((n, d), dtype=np.float32)
 
 
-def read_embeddings(path, *, column: str = "embedding", id_column: str = "id") -> tuple[np.ndarray, np.ndarray]:
-    """(X, ids) from ``.npy``, ``.parquet`` or ``.csv``; ids are the id column's values, or row positions."""
+def read_embeddings(path, *, column: str = "embedding", id_column: str = "id",
+                    header: bool | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(X, ids) from ``.npy``, ``.parquet`` or ``.csv``; ids are the id column's values (unique), or row positions.
+
+    A CSV header is detected (a first line with a field that is not a number) unless ``header`` says; without
+    one the columns are all features and no row is lost."""
+    X, ids = _read_embeddings(path, column, id_column, header)
+    if ids.size and np.unique(ids).size != ids.size:
+        uniq, first, counts = np.unique(ids, return_index=True, return_counts=True)
+        dup = uniq[counts > 1][0].item()
+        rows = np.flatnonzero(ids == dup)[:2].tolist()
+        raise ValueError(f"{Path(path).name}: column {id_column!r} must hold unique ids; {dup!r} is on rows "
+                         f"{rows[0]} and {rows[1]}")
+    return X, ids
+
+
+def _read_embeddings(path, column, id_column, header):
     path = Path(path)
     name = path.name
     if path.suffix == ".npy":
@@ -51,7 +66,9 @@ def read_embeddings(path, *, column: str = "embedding", id_column: str = "id") -
         return X, np.arange(X.shape[0] if X.ndim else 0, dtype=np.int64)
     if path.suffix == ".parquet" or path.is_dir():
         return _read_parquet(path, column, id_column)
-    table = read_csv(path, string_columns=(id_column,))
+    if header is None:
+        header = has_header(path)
+    table = read_csv(path, string_columns=(id_column,) if header else (), header=bool(header))
     return _from_table(table, name, column, id_column)
 
 
@@ -200,6 +217,13 @@ def load_state(path) -> tuple[dict, dict]:
     return arrays, meta
 
 
+def _no_repeats(values, name, column) -> None:
+    uniq, counts = np.unique(values, return_counts=True)
+    if np.any(counts > 1):
+        raise ValueError(f"{name}: column {column!r} names {uniq[counts > 1][0].item()!r} {int(counts.max())} times; give "
+                         "each loss once")
+
+
 def read_losses(path, n: int, ids) -> np.ndarray:
     """Losses for all n rows (NaN where unknown) from a length-n ``.npy`` or a table with (index or id, loss)."""
     path = Path(path)
@@ -210,7 +234,7 @@ def read_losses(path, n: int, ids) -> np.ndarray:
         if arr.shape != (n,):
             raise ValueError(f"{name} must hold {n} losses (NaN where unknown); got shape {arr.shape}")
         return arr.astype(np.float64)
-    _, pq = pyarrow_modules()
+    pa, pq = pyarrow_modules()
     table = pq.read_table(path) if path.suffix == ".parquet" else read_csv(path, string_columns=("id",))
     if "loss" not in table.column_names:
         raise ValueError(f"{name} lacks column 'loss'; found {table.column_names}")
@@ -219,14 +243,22 @@ def read_losses(path, n: int, ids) -> np.ndarray:
         raise TypeError(f"{name}: column 'loss' must be numeric, got {loss.type}")
     values = loss.to_numpy(zero_copy_only=False).astype(np.float64)
     if "index" in table.column_names:
-        idx = table.column("index").to_numpy(zero_copy_only=False)
+        raw = table.column("index")
+        if not (pa.types.is_integer(raw.type) or (pa.types.is_floating(raw.type) and np.all(
+                np.mod(raw.to_numpy(zero_copy_only=False), 1) == 0))):
+            raise TypeError(f"{name}: column 'index' must hold whole row numbers, got {raw.type}")
+        idx = raw.to_numpy(zero_copy_only=False).astype(np.int64)
         if idx.size and (idx.min() < 0 or idx.max() >= n):
             raise ValueError(f"{name}: index must be in [0, {n}); got {idx.min()}..{idx.max()}")
-        out[idx.astype(np.int64)] = values
+        _no_repeats(idx, name, "index")
+        out[idx] = values
         return out
     if "id" in table.column_names:
-        col = _ids(table.column("id"), name, "id", 0)
-        pos = {v: i for i, v in enumerate(np.asarray(ids).tolist())}
+        # ids match as text on both sides: 30 in one file and "30" in the other are one id
+        col = np.asarray(table.column("id").to_numpy(zero_copy_only=False)).astype(str)
+        col = np.char.strip(col)
+        _no_repeats(col, name, "id")
+        pos = {v: i for i, v in enumerate(np.asarray(ids).astype(str).tolist())}
         missing = [v for v in col.tolist() if v not in pos]
         if missing:
             raise ValueError(f"{name}: {len(missing)} ids are not in EMBEDDINGS, e.g. {missing[0]!r}")

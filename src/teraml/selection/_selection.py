@@ -37,6 +37,13 @@ class Selection:
     n_total: int
     n_loss_queries: int
 
+    def __getstate__(self) -> dict:   # the loss function is not pickled (a lambda cannot be)
+        return {k: v for k, v in self.__dict__.items() if k != "_loss_source"}
+
+    def __setstate__(self, state: dict) -> None:
+        for k, v in state.items():
+            object.__setattr__(self, k, v)
+
     def __len__(self) -> int:
         return int(self.indices.size)
 
@@ -54,16 +61,20 @@ class Selection:
     def estimate_mean(self, losses) -> tuple[float, float]:
         """(estimate of the mean loss over all items, its standard error).
 
-        ``losses`` is an array aligned with ``indices``, or a ``loss_fn(indices) -> losses`` called once on the
-        rows whose loss is not known yet (NaN in ``self.losses``). The estimate is ``sum(w * loss) / n_total``:
+        ``losses`` is an array aligned with ``indices``, or a ``loss_fn(indices) -> losses``. The loss function the
+        selection was made with (``select``'s ``loss_fn``, the same object) is called once, on the rows whose loss
+        is not known yet (NaN in ``self.losses``), and the answers are kept; any other callable (another model's
+        losses) is called on every selected row, so that no loss of the first model leaks into its estimate.
+        The estimate is ``sum(w * loss) / n_total``:
         take-all rows count exactly, sampled rows by inverse probability; the standard error is that of the
         i.i.d. draws, ``sd(loss / p over the draws) / sqrt(m) / n_total`` (0 when everything was taken whole).
         """
         from teraml._validation import check_array
 
         if callable(losses):
-            todo = np.flatnonzero(np.isnan(self.losses))
-            known = self.losses.copy()
+            same = losses is getattr(self, "_loss_source", None)
+            todo = np.flatnonzero(np.isnan(self.losses)) if same else np.arange(self.indices.size)
+            known = self.losses.copy() if same else np.full(self.indices.size, np.nan)
             if todo.size:
                 got = check_array("loss_fn's result", losses(self.indices[todo].copy()), ndim=1, finite=False)
                 if got.shape != (todo.size,) or not np.all(np.isfinite(got)) or np.any(got < 0):
@@ -74,12 +85,17 @@ class Selection:
                 known[todo] = got
                 object.__setattr__(self, "losses", known)
                 object.__setattr__(self, "n_loss_queries", self.n_loss_queries + int(todo.size))
+                object.__setattr__(self, "_loss_source", losses)
             values = known
         else:
-            values = check_array("losses", losses, ndim=1)
+            values = check_array("losses", losses, ndim=(1, 2))
+            if values.ndim == 2 and values.shape[1] == 1:
+                values = values[:, 0]
             if values.shape != self.indices.shape:
                 raise ValueError(f"losses must have one value per selected item ({self.indices.size}); "
                                  f"got shape {values.shape}")
+            if np.any(values < 0):
+                raise ValueError(f"losses must be >= 0; got {int(np.sum(values < 0))} negative values")
         total = float(np.dot(self.weights, values))
         drawn = self.role == "sample"
         m = int(self.counts[drawn].sum())

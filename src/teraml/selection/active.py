@@ -24,6 +24,10 @@ def active_select(X, budget, *, train_fn, loss_fn, embed_fn=None, initial_fracti
        passed on) on the items not selected yet with ``loss_fn(model, indices)`` (global row indices), and
        retrains on everything selected.
 
+    With ``initial_fraction * budget < 0.5`` there is no warm start: the first round calls ``loss_fn(None, idx)``
+    and ``embed_fn(None)`` (a pre-trained model captured by the functions, say). Bad ``select_params`` and rounds
+    too small for their clusters (each needs n_clusters + 1 items) are errors before any training.
+
     Rows selected before the last round count as taken whole ("warm_start", weight 1), so
     ``sum(weights * loss)`` stays unbiased given them. ``train_weights="none"`` (default) trains on weights 1:
     inverse-probability weights make the training loss unbiased but, measured on digits, hurt accuracy;
@@ -55,10 +59,19 @@ def active_select(X, budget, *, train_fn, loss_fn, embed_fn=None, initial_fracti
     for bad in ("score", "budget", "loss_fn"):
         if bad in select_params:
             raise TypeError(f"active_select sets {bad} itself; got {bad}={select_params[bad]!r}")
+    k0 = int(round(initial_fraction * budget))
+    rest = budget - k0
+    shares = [rest // n_rounds + (1 if r < rest % n_rounds else 0) for r in range(n_rounds)]
+    smallest = min(sh for sh in shares if sh > 0) if rest else 0
+    if smallest:   # bad select_params, or a round too small for its clusters, fail now, not after training
+        try:
+            SensitivitySampler(smallest, score="loss", **select_params)._check(n - budget + smallest)
+        except ValueError as exc:
+            raise ValueError(f"the smallest of the {n_rounds} rounds selects {smallest} items "
+                             f"(budget {budget}, initial_fraction {initial_fraction}): {exc}") from None
     _, seq = _seeds(random_state)
     seeds = seq.spawn(n_rounds + 1)
     rng = np.random.default_rng(seeds[0])
-    k0 = int(round(initial_fraction * budget))
     chosen = np.sort(rng.choice(n, size=k0, replace=False)).astype(np.int64) if k0 else np.empty(0, np.int64)
     known = np.full(chosen.size, np.nan)
     weights = np.ones(chosen.size)
@@ -67,8 +80,6 @@ def active_select(X, budget, *, train_fn, loss_fn, embed_fn=None, initial_fracti
         return train_fn(idx.copy(), np.ones(idx.size) if train_weights == "none" else w.copy())
 
     model = train(chosen, weights) if chosen.size else None
-    rest = budget - k0
-    shares = [rest // n_rounds + (1 if r < rest % n_rounds else 0) for r in range(n_rounds)]
     queries = 0
     last = None   # (global indices, Selection) of the latest round
     for r, share in enumerate(shares):

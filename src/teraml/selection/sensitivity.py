@@ -253,6 +253,7 @@ class SensitivitySampler(BaseEstimator):
         self._cluster(X, p)
         L = self._query(loss_fn) if p["score"] == "loss" else None
         self._score(p, L)
+        self._loss_fn = loss_fn if p["score"] == "loss" else None
         return self
 
     def _fit_clustering(self, X) -> dict:
@@ -293,6 +294,10 @@ class SensitivitySampler(BaseEstimator):
             reps, delta = np.empty(0, dtype=np.int64), None
         t["distances"] = time.perf_counter() - t0
         phi = float(D.sum(dtype=np.float64))
+        if not (np.isfinite(phi) and (delta is None or np.isfinite(delta.sum(dtype=np.float64)))):
+            big = float(np.abs(centers).max())
+            raise ValueError(f"squared distances overflow float64 (X and its centres reach {big:.3g}); rescale X, "
+                             "e.g. divide it by its largest absolute value")
         if phi == 0 and n > k:
             warnings.warn("every row coincides with its cluster centre (clustering cost 0): the distance terms "
                           "vanish and sampling is uniform within clusters", UserWarning, stacklevel=3)
@@ -326,7 +331,12 @@ class SensitivitySampler(BaseEstimator):
         free = ~take_all
         if free.any():
             tiny = float(prob[free].min()) * int(free.sum())
-            if tiny < TINY_P:
+            zero = int(np.sum(prob[free] == 0))
+            if zero:
+                warnings.warn(f"{zero} items have probability 0 (lam=0 and a representative loss of 0): they can "
+                              "never be drawn, so the estimate leaves them out; use lam='balanced' or uniform_mix > 0",
+                              UserWarning, stacklevel=3)
+            elif tiny < TINY_P:
                 warnings.warn(f"min(p) * |F| = {tiny:.3g} < {TINY_P:g}: some items have a tiny probability and would "
                               "get huge weights; consider uniform_mix=0.05", UserWarning, stacklevel=3)
         self.representative_losses_ = L if L is not None else np.empty(0)
@@ -335,6 +345,11 @@ class SensitivitySampler(BaseEstimator):
         self.n_loss_queries_ = 0 if L is None else int(L.size)
         self._take_all = take_all
         self.timings_["score"] = time.perf_counter() - t0
+
+    def __getstate__(self):   # the loss function is not pickled (a lambda cannot be)
+        state = super().__getstate__()
+        state.pop("_loss_fn", None)
+        return state
 
     # ------------------------------------------------------------------------------------------ sample
 
@@ -372,8 +387,10 @@ class SensitivitySampler(BaseEstimator):
         role = np.array(["representative"] * k + ["sample"] * n_s, dtype=object)
         losses = np.concatenate([L if L.size else np.full(k, np.nan), np.full(n_s, np.nan)])
         order = np.argsort(indices, kind="stable")
-        return Selection(indices[order], weights[order], cnt[order], probs[order], role[order].astype(str),
-                         losses[order], n_total=int(prob.size), n_loss_queries=int(self.n_loss_queries_))
+        sel = Selection(indices[order], weights[order], cnt[order], probs[order], role[order].astype(str),
+                        losses[order], n_total=int(prob.size), n_loss_queries=int(self.n_loss_queries_))
+        object.__setattr__(sel, "_loss_source", getattr(self, "_loss_fn", None))
+        return sel
 
     # ------------------------------------------------------------------------------------------ state
 
@@ -406,6 +423,8 @@ class SensitivitySampler(BaseEstimator):
 def check_losses(got: np.ndarray, k: int) -> np.ndarray:
     """The k representative losses: finite and >= 0."""
     got = np.asarray(got)
+    if got.shape == (k, 1):
+        got = got[:, 0]
     if got.shape != (k,) or not np.issubdtype(got.dtype, np.number):
         bad = got.size if got.ndim != 1 or got.size != k else k
         raise ValueError(f"loss_fn must return {k} finite losses >= 0; got shape {got.shape}, {bad} invalid")
