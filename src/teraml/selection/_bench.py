@@ -69,26 +69,35 @@ def digits_loss_data():
     return PCA(20, random_state=0).fit_transform(X), _xent(model, X, y)
 
 
+def _errors(draw, loss, budget, seed, reps) -> tuple[np.ndarray, np.ndarray]:
+    """Errors of the mean-loss estimate over ``reps`` selections ``draw(r) -> Selection``, and of uniform sampling
+    of ``budget`` items without replacement over as many draws (seeded by ``seed``)."""
+    truth = float(loss.mean())
+    err = np.empty(reps)
+    for r in range(reps):
+        sel = draw(10_000 * seed + r)
+        err[r] = sel.estimate_mean(loss[sel.indices])[0] - truth
+    rng = np.random.default_rng(seed)
+    uerr = np.array([loss[rng.choice(len(loss), budget, replace=False)].mean() - truth for _ in range(reps)])
+    return err, uerr
+
+
+def _rmse(err) -> float:
+    return float(np.sqrt(np.mean(err**2)))
+
+
 def loss_estimation(E, loss, k, m, seeds, reps, score="loss") -> dict:
     """Per seed (one clustering each): RMSE of the mean estimate over ``reps`` draws / uniform's RMSE at k + m,
     and the bias in standard errors."""
     truth = float(loss.mean())
-    n = len(loss)
     out = {"ratio": [], "bias_se": [], "rmse": [], "rmse_uniform": []}
     for seed in seeds:
-        budget = k + m
-        s = _quiet(SensitivitySampler(budget, score=score, n_clusters=k, random_state=seed).fit, E,
+        s = _quiet(SensitivitySampler(k + m, score=score, n_clusters=k, random_state=seed).fit, E,
                    (lambda i: loss[i]) if score == "loss" else None)
-        err = np.empty(reps)
-        for r in range(reps):
-            sel = s.sample(random_state=10_000 * seed + r)
-            err[r] = sel.estimate_mean(loss[sel.indices])[0] - truth
-        rng = np.random.default_rng(seed)
-        uerr = np.array([loss[rng.choice(n, budget, replace=False)].mean() - truth for _ in range(reps)])
-        rmse, urmse = float(np.sqrt(np.mean(err**2))), float(np.sqrt(np.mean(uerr**2)))
-        out["ratio"].append(rmse / urmse)
-        out["rmse"].append(rmse / truth)
-        out["rmse_uniform"].append(urmse / truth)
+        err, uerr = _errors(lambda r: s.sample(random_state=r), loss, k + m, seed, reps)
+        out["ratio"].append(_rmse(err) / _rmse(uerr))
+        out["rmse"].append(_rmse(err) / truth)
+        out["rmse_uniform"].append(_rmse(uerr) / truth)
         out["bias_se"].append(float(abs(err.mean()) / (err.std(ddof=1) / np.sqrt(reps))))
     return out
 
@@ -96,16 +105,10 @@ def loss_estimation(E, loss, k, m, seeds, reps, score="loss") -> dict:
 def lightweight_estimation(E, loss, budget, seeds, reps) -> list[float]:
     """The lightweight coreset peer (q = 1/(2n) + D/(2 Phi), D to the mean) at the same budget: RMSE / uniform's
     per seed."""
-    truth = float(loss.mean())
     out = []
     for seed in seeds:
-        err = np.empty(reps)
-        for r in range(reps):
-            sel = lightweight_coreset(E, budget, random_state=10_000 * seed + r)
-            err[r] = sel.estimate_mean(loss[sel.indices])[0] - truth
-        rng = np.random.default_rng(seed)
-        uerr = np.array([loss[rng.choice(len(loss), budget, replace=False)].mean() - truth for _ in range(reps)])
-        out.append(float(np.sqrt(np.mean(err**2)) / np.sqrt(np.mean(uerr**2))))
+        err, uerr = _errors(lambda r: lightweight_coreset(E, budget, random_state=r), loss, budget, seed, reps)
+        out.append(_rmse(err) / _rmse(uerr))
     return out
 
 

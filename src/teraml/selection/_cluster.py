@@ -54,19 +54,18 @@ def fit_centers(X, k: int, clusterer, seed: int, *, verbose: bool = False) -> tu
             if centers.ndim != 2 or centers.shape[1] != X.shape[1]:
                 raise ValueError(f"clusterer's cluster_centers_ must have shape (k, {X.shape[1]}); got "
                                  f"{centers.shape}")
-            if centers.shape[0] != k:
-                warnings.warn(f"the fitted clusterer has {centers.shape[0]} centres; n_clusters={k} does not apply to "
-                              "a fitted clusterer", UserWarning, stacklevel=4)
-            return centers, type(clusterer).__name__
-        est = clone(clusterer).fit(X)
-        if not hasattr(est, "cluster_centers_"):
-            raise ValueError(f"clusterer must be {_CLUSTERER_TEXT}; got {type(est).__name__}, which has no "
-                             "cluster_centers_ after fit")
-        centers = np.asarray(est.cluster_centers_, dtype=np.float64)
+            given = "the fitted clusterer has"
+        else:
+            clusterer = clone(clusterer).fit(X)
+            if not hasattr(clusterer, "cluster_centers_"):
+                raise ValueError(f"clusterer must be {_CLUSTERER_TEXT}; got {type(clusterer).__name__}, which has no "
+                                 "cluster_centers_ after fit")
+            centers = np.asarray(clusterer.cluster_centers_, dtype=np.float64)
+            given = f"clusterer {type(clusterer).__name__} made"
         if centers.shape[0] != k:
-            warnings.warn(f"clusterer {type(est).__name__} made {centers.shape[0]} clusters; n_clusters={k} does not "
-                          "apply to an estimator passed as clusterer", UserWarning, stacklevel=4)
-        return centers, type(est).__name__
+            warnings.warn(f"{given} {centers.shape[0]} centres; n_clusters={k} does not apply to a fitted clusterer "
+                          "or an estimator passed as clusterer", UserWarning, stacklevel=4)
+        return centers, type(clusterer).__name__
     backend = clusterer
     if backend == "auto":
         backend = "kmeans" if n <= AUTO_KMEANS_MAX_ROWS else "minibatch"   # memmaps too: one rule for one input
@@ -147,14 +146,15 @@ def assign(X, centers: np.ndarray, *, progress=None) -> tuple[np.ndarray, np.nda
     cn = np.einsum("ij,ij->i", C, C)
     step = _chunk_rows(k + d, np.dtype(dtype).itemsize)
     for s in range(0, n, step):
-        xb = np.asarray(X[s:s + step], dtype=dtype) - shift_d
+        raw = np.asarray(X[s:s + step])   # read once (a memmap chunk): shifted for the GEMM, exact for the distance
+        xb = raw.astype(dtype) - shift_d
         block = xb @ C.T
         block *= -2.0
         block += cn
         block += np.einsum("ij,ij->i", xb, xb)[:, None]
         lab = np.argmin(block, axis=1)
         labels[s:s + xb.shape[0]] = lab
-        diff = np.asarray(X[s:s + step], dtype=np.float64) - centers[lab]
+        diff = raw.astype(np.float64) - centers[lab]
         sqdist[s:s + xb.shape[0]] = np.einsum("ij,ij->i", diff, diff)
         if progress is not None:
             progress(xb.shape[0])

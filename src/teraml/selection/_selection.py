@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from teraml._validation import check_array
+
 __all__ = ["Selection"]
 
 #: The roles of selected items: taken whole (weight 1) or drawn.
@@ -69,8 +71,6 @@ class Selection:
         take-all rows count exactly, sampled rows by inverse probability; the standard error is that of the
         i.i.d. draws, ``sd(loss / p over the draws) / sqrt(m) / n_total`` (0 when everything was taken whole).
         """
-        from teraml._validation import check_array
-
         if callable(losses):
             same = losses is getattr(self, "_loss_source", None)
             todo = np.flatnonzero(np.isnan(self.losses)) if same else np.arange(self.indices.size)

@@ -28,7 +28,16 @@ import numpy as np
 from sklearn.base import BaseEstimator
 from sklearn.exceptions import NotFittedError
 
-from teraml._validation import VERBOSE, InstanceOf, Interval, Options, check_param, check_params, type_name
+from teraml._validation import (
+    VERBOSE,
+    InstanceOf,
+    Interval,
+    Options,
+    check_array,
+    check_param,
+    check_params,
+    type_name,
+)
 from teraml.selection._cluster import (
     assign,
     assign_torch,
@@ -266,7 +275,7 @@ class SensitivitySampler(BaseEstimator):
     def _cluster(self, X, p) -> None:
         from tqdm.auto import tqdm
 
-        n, d = X.shape
+        n = X.shape[0]
         k, budget, score = p["n_clusters"], p["budget"], p["score"]
         m = budget - k if score == "loss" else budget
         if k > m / 3:
@@ -293,7 +302,9 @@ class SensitivitySampler(BaseEstimator):
         else:
             reps, delta = np.empty(0, dtype=np.int64), None
         t["distances"] = time.perf_counter() - t0
-        phi = float(D.sum(dtype=np.float64))
+        self._adopt(labels=labels, centers=centers, sizes=sizes, reps=reps, D=D, delta=delta, p=p, backend=backend,
+                    timings=t)
+        phi = self.clustering_cost_
         if not (np.isfinite(phi) and (delta is None or np.isfinite(delta.sum(dtype=np.float64)))):
             big = float(np.abs(centers).max())
             raise ValueError(f"squared distances overflow float64 (X and its centres reach {big:.3g}); rescale X, "
@@ -301,20 +312,21 @@ class SensitivitySampler(BaseEstimator):
         if phi == 0 and n > k:
             warnings.warn("every row coincides with its cluster centre (clustering cost 0): the distance terms "
                           "vanish and sampling is uniform within clusters", UserWarning, stacklevel=3)
+
+    def _adopt(self, *, labels, centers, sizes, reps, D, delta, p, backend, timings) -> None:
+        """Set the fitted clustering (from a fit, or from the state file of a two-step run)."""
         self.cluster_centers_ = centers
         self.labels_ = labels
         self.cluster_sizes_ = sizes
         self.representatives_ = reps
-        self.clustering_cost_ = phi
-        self.n_clusters_ = k
-        self.n_features_in_ = d
+        self.clustering_cost_ = float(D.sum(dtype=np.float64))
+        self.n_clusters_ = int(centers.shape[0])
+        self.n_features_in_ = int(centers.shape[1])
         self.backend_ = backend
         self._D, self._delta, self._p = D, delta, p
-        self.timings_ = t
+        self.timings_ = timings
 
     def _query(self, loss_fn) -> np.ndarray:
-        from teraml._validation import check_array
-
         reps = self.representatives_
         t0 = time.perf_counter()
         got = check_array("loss_fn's result", loss_fn(reps.copy()), ndim=None, finite=False)
@@ -398,24 +410,16 @@ class SensitivitySampler(BaseEstimator):
         """What finishing a two-step run needs (no X): arrays and parameters."""
         return {"labels": self.labels_, "D": self._D, "delta": self._delta if self._delta is not None
                 else np.empty(0), "centers": self.cluster_centers_, "sizes": self.cluster_sizes_,
-                "representatives": self.representatives_, "clustering_cost": self.clustering_cost_}
+                "representatives": self.representatives_}
 
     def _finish(self, state: dict, losses: np.ndarray) -> SensitivitySampler:
         """Score from a saved clustering ``state`` and the representatives' ``losses`` (no re-clustering)."""
         n = state["labels"].size
         p = self._check(n)
-        seed, self._sample_seq = _seeds(self.random_state)
-        self.labels_ = state["labels"].astype(np.int32)
-        self.cluster_centers_ = state["centers"]
-        self.cluster_sizes_ = state["sizes"]
-        self.representatives_ = state["representatives"].astype(np.int64)
-        self.clustering_cost_ = float(state["clustering_cost"])
-        self.n_clusters_ = int(self.cluster_centers_.shape[0])
-        self.n_features_in_ = int(self.cluster_centers_.shape[1])
-        self._D = state["D"]
-        self._delta = state["delta"] if state["delta"].size else None
-        self._p = p
-        self.timings_ = {}
+        _, self._sample_seq = _seeds(self.random_state)
+        self._adopt(labels=state["labels"].astype(np.int32), centers=state["centers"], sizes=state["sizes"],
+                    reps=state["representatives"].astype(np.int64), D=state["D"],
+                    delta=state["delta"] if state["delta"].size else None, p=p, backend="state file", timings={})
         self._score(p, check_losses(np.asarray(losses, dtype=np.float64), self.representatives_.size))
         return self
 
