@@ -9,7 +9,7 @@
 PYTHON     ?= python3
 VENV       ?= .venv
 TORCH_SPEC ?= torch==2.13.0
-EXTRAS     ?= torch,hf,dev
+EXTRAS     ?= torch,hf,spark,dev
 PY         := $(VENV)/bin/python
 STAMP      := $(VENV)/.teraml-installed
 
@@ -30,12 +30,14 @@ demo: $(STAMP)
 	$(VENV)/bin/teraml demo $(DEMO_ARGS)
 
 test: $(STAMP)
+	@if java -version >/dev/null 2>&1; then java -version 2>&1 | head -1; \
+	else echo "no java: the Spark tests skip here (with CI=true they fail)"; fi
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 test-all: $(STAMP)
 	$(PY) -m pytest -q -m "slow or not slow" $(PYTEST_ARGS)
 
-BENCHMARKS ?= hyperattention aggregate hac selection tinylm
+BENCHMARKS ?= hyperattention aggregate hac selection spark tinylm
 
 bench: $(STAMP)
 	$(PY) -m pip install --quiet -e ".[$(EXTRAS),bench]"

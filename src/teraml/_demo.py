@@ -18,7 +18,7 @@ Example
 >>> [name for name, _ in REGISTRY][:2]
 ['datasets', 'tinylm']
 >>> sorted(BENCHMARKS)
-['aggregate', 'hac', 'hyperattention', 'selection', 'tinylm']
+['aggregate', 'hac', 'hyperattention', 'selection', 'spark', 'tinylm']
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ REGISTRY: list[tuple[str, str]] = [
     ("aggregate", "teraml.aggregate._bench:demo"),
     ("hac", "teraml.hac._bench:demo"),
     ("selection", "teraml.selection._bench:demo"),
+    ("spark", "teraml.hac._bench_spark:demo"),
 ]
 
 #: Registered benchmarks: ``teraml bench NAME`` runs ``run()`` of the module (results/NAME.json + report).
@@ -46,6 +47,7 @@ BENCHMARKS: dict[str, str] = {
     "hac": "teraml.hac._bench",
     "tinylm": "teraml.models._bench",
     "selection": "teraml.selection._bench",
+    "spark": "teraml.hac._bench_spark",
 }
 
 

@@ -166,31 +166,62 @@ def cmd_hac(args) -> int:
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
+            engine = args.engine
+            if engine == "spark":
+                from teraml._spark import spark_session
+
+                engine = spark_session(args.spark_master)
             if args.points:
                 g = Graph.from_points(read_points(src, header=args.header), n_neighbors=args.k, metric=args.metric)
+            elif args.engine == "spark":   # Spark reads the file itself; the edges are never collected
+                from teraml.hac.engines.spark import read_edges
+
+                g = read_edges(str(src), columns=(args.src_col, args.dst_col, args.weight_col),
+                               duplicates=args.duplicates, session=engine)
             else:
                 fmt = None if args.format == "auto" else args.format
                 g = Graph.read(src, format=fmt, columns=(args.src_col, args.dst_col, args.weight_col),
                                duplicates=args.duplicates)
             model = TeraHAC(threshold=args.threshold, n_clusters=args.n_clusters, epsilon=args.epsilon,
-                            engine=args.engine, max_partition_size=args.max_partition_size,
+                            engine=engine, max_partition_size=args.max_partition_size,
                             affinity_levels=args.affinity_levels,
                             max_rounds=args.max_rounds, n_jobs=args.n_jobs, random_state=args.seed,
                             verbose=not args.quiet).fit(g)
         for w in caught:
             print(f"teraml hac: warning: {w.message}", file=sys.stderr)
-    except (ValueError, TypeError, OSError) as exc:
+    except (ValueError, TypeError, OSError, ImportError) as exc:
         if created and not any(out.iterdir()):
             out.rmdir()
         return _hac_error(str(exc))
     try:
-        _write_hac_outputs(out, g, model, args, src, t0)
+        if hasattr(model, "merges_"):
+            _write_spark_outputs(out, g, model, args, src, t0)
+        else:
+            _write_hac_outputs(out, g, model, args, src, t0)
     except OSError as exc:
         return _hac_error(f"cannot write to --out {out}: {exc.strerror or exc}")
     if not args.quiet:
+        names = "labels, merges, nodes (Parquet)" if hasattr(model, "merges_") else "labels.csv, merges.csv, nodes.csv"
         print(f"{g.n_nodes} nodes, {g.n_edges} edges -> {model.n_clusters_} clusters in {model.n_rounds_} rounds "
-              f"({time.perf_counter() - t0:.1f} s); wrote {out}/labels.csv, merges.csv, nodes.csv, summary.json")
+              f"({time.perf_counter() - t0:.1f} s); wrote {out}/{names}, summary.json")
     return 0
+
+
+def _write_spark_outputs(out: Path, g, model, args, src: Path, t0: float) -> None:
+    """The Spark engine's outputs: labels, merges and nodes as Parquet folders written by Spark."""
+    import json
+
+    import pandas as pd
+
+    spark = model.labels_.sparkSession
+    model.labels_.write.mode("overwrite").parquet(str(out / "labels"))
+    model.merges_.write.mode("overwrite").parquet(str(out / "merges"))
+    nodes = pd.DataFrame({"index": range(g.n_nodes), "node": g.node_ids})
+    spark.createDataFrame(nodes).write.mode("overwrite").parquet(str(out / "nodes"))
+    summary = {"input": str(src), "parameters": {k: v for k, v in vars(args).items() if k != "func"},
+               "cleaning": g.report, "n_nodes": g.n_nodes, "n_edges": g.n_edges, "n_clusters": model.n_clusters_,
+               "rounds": model.round_stats_, "seconds": time.perf_counter() - t0, "version": __version__}
+    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
 
 
 def _write_hac_outputs(out: Path, g, model, args, src: Path, t0: float) -> None:
@@ -249,8 +280,7 @@ def cmd_select(args) -> int:
     from teraml.selection.sensitivity import SensitivitySampler, check_X
 
     if args.engine == "spark":
-        return _select_error("--engine spark runs select_spark, which is not built yet (the Spark engine is a "
-                             "separate issue); use --engine local")
+        return _select_spark(args)
     src = Path(args.embeddings)
     if not src.exists():
         return _select_error(f"{src} does not exist")
@@ -341,6 +371,93 @@ def cmd_select(args) -> int:
     return 0
 
 
+def _select_spark(args) -> int:
+    """``teraml select --engine spark``: select_spark on a Parquet file or folder, whose rows are named by their
+    integer ids (the output's ``index`` is empty). One step: under the loss score the losses come with
+    ``--losses`` (a table of id and loss, or a .npy indexed by id)."""
+    import json
+    import warnings
+    from dataclasses import replace
+
+    import numpy as np
+
+    from teraml.selection._io import read_losses_by_id, write_selection
+
+    src = Path(args.embeddings)
+    if not src.exists():
+        return _select_error(f"{src} does not exist")
+    if not (src.is_dir() or src.suffix == ".parquet"):
+        return _select_error(f"--engine spark reads Parquet (a .parquet file or a folder of them); got {src.name}")
+    out = Path(args.out)
+    if out.suffix not in (".parquet", ".csv"):
+        return _select_error(f"-o/--out must end in .parquet or .csv; got {out.name}")
+    if args.clusterer != "auto":
+        return _select_error(f"--clusterer {args.clusterer} applies to --engine local; --engine spark clusters with "
+                             "pyspark.ml KMeans (leave --clusterer at auto)")
+    if args.state:
+        return _select_error("--state applies to --engine local (the two-step run); --engine spark runs in one step")
+    if args.score == "loss" and not args.losses:
+        return _select_error("--engine spark with --score loss needs --losses FILE (a table with columns id and loss, "
+                             "or a .npy indexed by id); the two-step run without --losses is --engine local only")
+    try:
+        lam = "balanced" if args.lam == "balanced" else float(args.lam)
+    except ValueError:
+        return _select_error(f"lam must be 'balanced' or a finite float >= 0; got {args.lam!r}")
+    t0 = time.perf_counter()
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            from teraml._spark import spark_session
+            from teraml.selection.spark import score_spark
+
+            known_ids = known = None
+            loss_fn = None
+            if args.losses:
+                known_ids, known = read_losses_by_id(args.losses)
+                name = Path(args.losses).name
+
+                def lookup(ids):
+                    got = np.full(ids.size, np.nan)
+                    if known_ids.size:
+                        pos = np.clip(np.searchsorted(known_ids, ids), 0, known_ids.size - 1)
+                        hit = known_ids[pos] == ids
+                        got[hit] = known[pos[hit]]
+                    return got
+
+                def loss_fn(ids):
+                    got = lookup(ids)
+                    if np.isnan(got).any():
+                        raise ValueError(f"{name} lacks the losses of {int(np.isnan(got).sum())} of the {got.size} "
+                                         "representatives")
+                    return got
+
+            spark_session(args.spark_master, what="select_spark")
+            scores = score_spark(str(src), args.budget, features_col=args.column, id_col=args.id_column,
+                                 loss_fn=loss_fn if args.score == "loss" else None, score=args.score,
+                                 n_clusters=args.k, z=args.z, lam=lam, normalize=args.normalize,
+                                 uniform_mix=args.uniform_mix, random_state=args.seed, verbose=not args.quiet)
+            try:
+                sel = scores.sample()
+            finally:
+                scores.unpersist()
+            if known is not None:   # fill in every loss the file knows
+                sel = replace(sel, losses=np.where(np.isnan(sel.losses), lookup(sel.indices), sel.losses))
+            write_selection(out, sel, None)
+        _print_warnings(caught)
+    except ImportError as exc:
+        print(f"teraml select: error: {exc}", file=sys.stderr)
+        return 1
+    except (ValueError, TypeError, OSError, KeyError) as exc:
+        return _select_error(str(exc))
+    m = int(sel.counts[sel.role == "sample"].sum())
+    summary = {"engine": "spark", "n": scores.n_total, "k": scores.n_clusters, "m": m, "unique": len(sel),
+               "clustering_cost": scores.clustering_cost, "lam": scores.lam, "ess": sel.effective_sample_size,
+               "seconds": {k_: round(v, 4) for k_, v in scores.timings.items()},
+               "total_seconds": round(time.perf_counter() - t0, 4), "out": str(out)}
+    print(json.dumps(summary), file=sys.stderr)
+    return 0
+
+
 def _print_warnings(caught) -> None:
     for w in caught:
         if issubclass(w.category, UserWarning):
@@ -377,7 +494,10 @@ def build_parser() -> argparse.ArgumentParser:
     grp.add_argument("--threshold", type=float, help="similarity threshold t")
     grp.add_argument("--n-clusters", type=int, help="number of clusters")
     h.add_argument("--epsilon", type=float, default=0.1)
-    h.add_argument("--engine", default="local", help="local (spark is not built yet)")
+    h.add_argument("--engine", default="local", choices=["local", "spark"],
+                   help="local (in-process) or spark (reads EDGES with Spark, writes Parquet folders)")
+    h.add_argument("--spark-master", default="local[*]",
+                   help="with --engine spark and no active session: the master of the new SparkSession")
     h.add_argument("--out", required=True, help="output folder")
     h.add_argument("--points", action="store_true", help="EDGES holds points (.npy/CSV/Parquet): build a k-NN graph")
     h.add_argument("--header", action=argparse.BooleanOptionalAction, default=None,
@@ -417,8 +537,11 @@ def build_parser() -> argparse.ArgumentParser:
                          "first line with a field that is not a number is a header); no row is ever dropped")
     se.add_argument("--id-column", default="id", help="id column (kept in the output)")
     se.add_argument("--clusterer", default="auto", choices=["auto", "kmeans", "minibatch", "torch"])
-    se.add_argument("--engine", default="local", choices=["local", "spark"])
-    se.add_argument("--spark-master", default="local[*]", help="with --engine spark")
+    se.add_argument("--engine", default="local", choices=["local", "spark"],
+                    help="local (in-process) or spark (select_spark on a Parquet file or folder: rows are named by "
+                         "their integer ids, the losses come with --losses, and --clusterer stays auto)")
+    se.add_argument("--spark-master", default="local[*]",
+                    help="with --engine spark: the master of a new SparkSession (an active one is used as it is)")
     se.add_argument("--z", type=float, default=2.0)
     se.add_argument("--lam", default="balanced", help="'balanced' or a float >= 0")
     se.add_argument("--normalize", default="global", choices=["global", "cluster"])

@@ -117,7 +117,7 @@ def test_hand_made_csv_with_bom_blank_line_and_odd_ids(tmp_path, capsys):
 
 @pytest.mark.parametrize("argv, message", [
     (["--budget", 5000], r"budget must be an integer in \[1, 1500\]; got 5000"),
-    (["--budget", 10, "--engine", "spark"], "select_spark, which is not built yet"),
+    (["--budget", 10, "--engine", "spark"], "--engine spark reads Parquet"),
     (["--budget", 10, "-o", "x.txt"], "must end in .parquet or .csv"),
     (["--budget", 10, "--lam", "big"], "lam must be 'balanced' or a finite float >= 0; got 'big'"),
     (["--budget", 10, "--z", 0.5, "--score", "kmeans"], "z must be a finite float >= 1; got 0.5"),

@@ -1,8 +1,9 @@
 """Hierarchical agglomerative clustering of similarity graphs (graph average linkage).
 
 :class:`TeraHAC` is the one entry point: (1+eps)-approximate average linkage in few rounds (Dhulipala et
-al., SIGMOD 2024), on the in-process engine (numba kernels, a thread pool over partitions; the Spark engine
-is planned). :class:`Graph` builds and cleans the input (edge lists, scipy.sparse, exact k-NN graphs,
+al., SIGMOD 2024), on the in-process engine (numba kernels, a thread pool over partitions) or on Apache Spark
+(``engine="spark"``: :class:`teraml.hac.engines.spark.SparkEngine`, the same kernels per partition, bit-identical
+merges; ``pip install teraml[spark]``). :class:`Graph` builds and cleans the input (edge lists, scipy.sparse, exact k-NN graphs,
 CSV/Parquet), :class:`Dendrogram` holds the merges (subtree flattening, cuts, scipy linkage export) and
 :func:`exact_hac` is the exact sequential reference.
 

@@ -26,7 +26,7 @@ from numba.typed import Dict, List
 __all__ = [
     "ULP_SLACK", "CSR", "Clusters", "Partitions", "RoundOutput", "MergeTable", "tie_ranks", "build_csr",
     "best_edges", "affinity_partition", "affinity_level", "subgraph_hac", "roots", "segment_sum",
-    "record_merges", "flatten_top", "greedy_merges",
+    "record_merges", "flatten_top", "greedy_merges", "level_links", "capped_union", "resolve", "run_sums",
 ]
 
 # Goodness is compared with (1 + eps) times this: a merged cluster's W(c, x) = (S(a,x) + S(b,x)) / (n_c n_x)
@@ -614,11 +614,10 @@ def greedy_merges(n, left, right, sim, n_apply):
 
 
 @njit(cache=True, nogil=True)
-def affinity_level(part, csr, size, cap):
-    """One more affinity (Boruvka) level over a partition: every set links to the set across its heaviest
-    outgoing edge between active clusters (W; ties: smaller set key), visited by decreasing W (ties: smaller
-    key); two sets join while their union holds <= cap clusters (counts change only on real unions).
-    Returns the new part (smallest id of each set); -1 (inactive) stays -1."""
+def level_links(part, csr, size):
+    """The links of one affinity level: for every set key p (the smallest id of the set), ``count[p]`` active
+    members and the heaviest edge leaving the set between active clusters, ``bw[p]`` (its W) and ``bto[p]`` (the
+    set across it; ties: smaller key; -1 if none). Arrays of length n, indexed by key."""
     indptr, nbr, wt = csr
     n = part.size
     bw = np.full(n, -1.0)
@@ -639,9 +638,18 @@ def affinity_level(part, csr, size, cap):
             if w > bw[pu] or (w == bw[pu] and px < bto[pu]):
                 bw[pu] = w
                 bto[pu] = px
-    keys = np.flatnonzero(bto >= 0)
+    return bw, bto, count
+
+
+@njit(cache=True, nogil=True)
+def capped_union(keys, bw, bto, count, cap):
+    """Join sets along their links, visited by decreasing ``bw`` (ties: smaller key; ``keys`` ascending, the sets
+    that have a link), while the union holds <= ``cap`` clusters (counts change only on real unions). Indexed by
+    key like :func:`level_links`; returns ``parent`` with ``_find(parent, p)`` = the smallest key of p's new set."""
+    n = bw.size
     order = keys[np.argsort(-bw[keys], kind="mergesort")]  # stable: equal weights keep the smaller key first
     parent = np.arange(n)
+    count = count.copy()
     for i in range(order.size):
         a = order[i]
         ra = _find(parent, a)
@@ -652,8 +660,48 @@ def affinity_level(part, csr, size, cap):
             ra, rb = rb, ra
         parent[rb] = ra
         count[ra] += count[rb]
+    return parent
+
+
+@njit(cache=True, nogil=True)
+def resolve(parent, ids):
+    """``_find(parent, i)`` for every i of ``ids``."""
+    out = np.empty(ids.size, dtype=np.int64)
+    for i in range(ids.size):
+        out[i] = _find(parent, ids[i])
+    return out
+
+
+@njit(cache=True, nogil=True)
+def affinity_level(part, csr, size, cap):
+    """One more affinity (Boruvka) level over a partition: every set links to the set across its heaviest
+    outgoing edge between active clusters (W; ties: smaller set key), visited by decreasing W (ties: smaller
+    key); two sets join while their union holds <= cap clusters (counts change only on real unions).
+    Returns the new part (smallest id of each set); -1 (inactive) stays -1. (:func:`level_links`, then
+    :func:`capped_union`: the Spark engine runs the two steps apart.)"""
+    bw, bto, count = level_links(part, csr, size)
+    parent = capped_union(np.flatnonzero(bto >= 0), bw, bto, count, cap)
+    n = part.size
     out = np.full(n, -1, dtype=np.int64)
     for u in range(n):
         if part[u] >= 0:
             out[u] = _find(parent, part[u])
     return out
+
+
+@njit(cache=True, nogil=True)
+def run_sums(src, dst, w):
+    """Sum runs of equal (src, dst) in sorted rows, left to right (no pairwise summation): the contraction's
+    sum for an engine that sorts the rows itself (Spark). Returns the first row of each run and its sum."""
+    m = src.size
+    first = np.empty(m, dtype=np.int64)
+    out = np.empty(m, dtype=np.float64)
+    r = -1
+    for i in range(m):
+        if r >= 0 and src[i] == src[first[r]] and dst[i] == dst[first[r]]:
+            out[r] = out[r] + w[i]
+        else:
+            r += 1
+            first[r] = i
+            out[r] = w[i]
+    return first[:r + 1], out[:r + 1]

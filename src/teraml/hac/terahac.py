@@ -37,7 +37,8 @@ from sklearn.base import BaseEstimator, ClusterMixin
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils.validation import validate_data
 
-from teraml._validation import VERBOSE, InstanceOf, Interval, Options, check_params
+from teraml._spark import is_spark_dataframe, is_spark_session
+from teraml._validation import VERBOSE, InstanceOf, Interval, Options, Satisfies, check_params
 from teraml.hac._kernels import tie_ranks
 from teraml.hac.dendrogram import Dendrogram
 from teraml.hac.engines import Engine, LocalEngine
@@ -115,8 +116,13 @@ class TeraHAC(ClusterMixin, BaseEstimator):
         n_neighbors + 1 points, every other point (the complete graph).
     metric : "cosine" (default; similarity 1 - d, pairs <= 0 dropped) or "euclidean" (1 / (1 + d)) ("knn").
     epsilon : float >= 0, default 0.1. 0 gives exact average linkage.
-    engine : "local" (the only engine built so far) or an object implementing
-        :class:`teraml.hac.engines.Engine` (used as given; ``n_jobs`` then does not apply).
+    engine : "local" (in-process), "spark" (:class:`teraml.hac.engines.spark.SparkEngine` on the active
+        SparkSession, or a new ``local[*]`` one; ``pip install teraml[spark]``), a SparkSession (the Spark engine
+        on it), or an object implementing :class:`teraml.hac.engines.Engine` (used as given). The merges are
+        bit-identical on every engine; ``n_jobs`` applies to "local" only. A Spark DataFrame X (columns src,
+        dst, weight) needs the Spark engine: its edges are cleaned and clustered in Spark, never collected, and
+        ``labels_`` (node, cluster) and ``merges_`` (id, left, right, similarity, size, round) are then Spark
+        DataFrames too.
     partitioner : "affinity" (size-capped partitions along best edges) or "single" (one partition).
     max_partition_size : int or None (max(ceil(n/100), 10^6) active clusters).
     affinity_levels : int >= 1, default 3. Levels of size-capped affinity clustering that form the
@@ -171,8 +177,8 @@ class TeraHAC(ClusterMixin, BaseEstimator):
         "n_neighbors": [Interval("int", 1)],
         "metric": [Options("cosine", "euclidean", phrase="or")],
         "epsilon": [Interval("float", 0, text="a finite float >= 0")],
-        "engine": [Options("local"), InstanceOf(Engine), "'local' (the Spark engine is not built yet) or an "
-                   "object implementing teraml.hac.engines.Engine"],
+        "engine": [Options("local", "spark"), Satisfies(is_spark_session, "a SparkSession"), InstanceOf(Engine),
+                   "'local', 'spark', a SparkSession or an object implementing teraml.hac.engines.Engine"],
         "partitioner": [Options("affinity", "single", phrase="or")],
         "max_partition_size": [Interval("int", 2), None],
         "affinity_levels": [Interval("int", 1)],
@@ -200,10 +206,26 @@ class TeraHAC(ClusterMixin, BaseEstimator):
         if eps > 1:
             warnings.warn(f"epsilon={eps} > 1 allows merges far from the best; results may be poor", UserWarning,
                           stacklevel=2)
-        g = self._graph(X, p)
+        spark_df = is_spark_dataframe(X) or type(X).__name__ == "SparkGraph"
+        engine = p["engine"]
+        if engine == "spark" or is_spark_session(engine):
+            from teraml.hac.engines.spark import SparkEngine
+
+            engine = SparkEngine(None if engine == "spark" else engine)
+        elif engine == "local":
+            if spark_df:
+                raise TypeError("X is a Spark DataFrame, which needs engine='spark' (or a SparkSession), got "
+                                "engine='local'")
+            engine = LocalEngine(p["n_jobs"])
+        if spark_df:
+            from teraml.hac.engines.spark import read_edges
+
+            self.affinity_ = "precomputed"
+            g = X if type(X).__name__ == "SparkGraph" else read_edges(X)
+        else:
+            g = self._graph(X, p)
         t = p["threshold"] if p["threshold"] is not None else 0.0
         n = g.n_nodes
-        engine = LocalEngine(p["n_jobs"]) if p["engine"] == "local" else p["engine"]
         engine.load(g, tie_ranks(n, p["random_state"]))   # cluster id of each node; ties follow it
         cap = p["max_partition_size"] or max(-(-n // 100), 10**6)
         stats = run_rounds(engine, prune=t / (1.0 + eps), epsilon=eps, cap=cap, partitioner=p["partitioner"],
@@ -220,6 +242,8 @@ class TeraHAC(ClusterMixin, BaseEstimator):
         self.n_leaves_ = n
         if t == 0.0 and len(stats) < p["max_rounds"]:   # a complete run to t = 0 makes one tree per component
             self.n_connected_components_ = n - d.n_merges
+        elif spark_df:
+            self.n_connected_components_ = None   # not computed for an edge table that stays in Spark
         else:
             adj = sp.coo_array((np.ones(g.n_edges, dtype=np.int8), (g.src, g.dst)), shape=(n, n))
             self.n_connected_components_ = int(connected_components(adj, directed=False)[0])
@@ -230,7 +254,23 @@ class TeraHAC(ClusterMixin, BaseEstimator):
         self.children_ = Z[:, :2].astype(np.intp)
         self.distances_ = Z[:, 2].copy()
         self.graph_ = g
+        if spark_df:
+            self._spark_outputs(d, engine.spark)
+        else:
+            self.__dict__.pop("merges_", None)
         return self
+
+    def _spark_outputs(self, d: Dendrogram, spark) -> None:
+        """``labels_`` (node, cluster) and ``merges_`` (id, left, right, similarity, size, round) as DataFrames."""
+        import pandas as pd
+
+        labels = pd.DataFrame({"node": self.node_ids_, "cluster": self.labels_})
+        self.labels_ = spark.createDataFrame(labels)
+        merges = pd.DataFrame({"id": d.n_leaves + np.arange(d.n_merges, dtype=np.int64), "left": d.left,
+                               "right": d.right, "similarity": d.similarity, "size": d.size,
+                               "round": d.round.astype(np.int32)})
+        self.merges_ = spark.createDataFrame(merges, "id long, left long, right long, similarity double, size long, "
+                                                     "round int")
 
     def _graph(self, X, p) -> Graph:
         """The similarity graph to cluster, built from ``X`` as ``affinity`` says; sets ``affinity_``."""

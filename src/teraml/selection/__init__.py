@@ -3,7 +3,8 @@
 :func:`select` is the one entry point: a small weighted subset whose weighted average loss matches the full
 data's, for k + m loss queries. :class:`SensitivitySampler` re-draws from one clustering, :func:`active_select`
 runs the warm-start protocol, and :mod:`teraml.selection.baselines` holds uniform, k-center greedy and the
-uncertainty scores.
+uncertainty scores. :func:`select_spark` runs :func:`select` on a Spark DataFrame (``teraml[spark]``; pyspark is
+imported only when it is called).
 
 >>> import numpy as np
 >>> from teraml.selection import select
@@ -19,4 +20,13 @@ from teraml.selection.regression import SubsampledLinearRegression, leverage_sco
 from teraml.selection.sensitivity import SensitivitySampler, select
 
 __all__ = ["select", "SensitivitySampler", "Selection", "active_select", "SubsampledLinearRegression",
-           "leverage_scores"]
+           "leverage_scores", "select_spark"]
+
+
+def __getattr__(name):
+    # select_spark is imported on first use: ``import teraml.selection`` stays free of the Spark code
+    if name == "select_spark":
+        from teraml.selection.spark import select_spark
+
+        return select_spark
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -18,7 +18,8 @@ import numpy as np
 
 from teraml._io import first_null, has_header, is_numeric_type, pyarrow_modules, read_csv
 
-__all__ = ["read_embeddings", "write_selection", "fingerprint", "save_state", "load_state", "read_losses"]
+__all__ = ["read_embeddings", "write_selection", "fingerprint", "save_state", "load_state", "read_losses",
+           "read_losses_by_id"]
 
 _OUT_COLUMNS = ("index", "id", "role", "weight", "probability", "count", "loss")
 
@@ -177,12 +178,19 @@ def _ids(col, name, id_column, offset) -> np.ndarray:
 
 
 def write_selection(path, sel, ids) -> None:
-    """The selection as ``.parquet`` (default) or ``.csv``, one row per selected item."""
+    """The selection as ``.parquet`` (default) or ``.csv``, one row per selected item.
+
+    ``ids`` holds every row's id (``sel.indices`` are row positions), or is None when ``sel.indices`` are ids
+    already (the Spark engine, which has no row positions: ``index`` is then empty)."""
     import pyarrow as pa
 
     _, pq = pyarrow_modules()
     path = Path(path)
-    table = pa.table({"index": sel.indices, "id": np.asarray(ids)[sel.indices], "role": sel.role,
+    if ids is None:
+        index, id_values = pa.nulls(len(sel), pa.int64()), sel.indices
+    else:
+        index, id_values = sel.indices, np.asarray(ids)[sel.indices]
+    table = pa.table({"index": index, "id": id_values, "role": sel.role,
                       "weight": sel.weights, "probability": sel.probabilities, "count": sel.counts,
                       "loss": pa.array(sel.losses, from_pandas=True)})   # unknown losses are nulls
     if path.suffix == ".csv":
@@ -265,3 +273,39 @@ def read_losses(path, n: int, ids) -> np.ndarray:
         out[[pos[v] for v in col.tolist()]] = values
         return out
     raise ValueError(f"{name} needs a column 'index' or 'id' beside 'loss'; found {table.column_names}")
+
+
+def read_losses_by_id(path) -> tuple[np.ndarray, np.ndarray]:
+    """(ids ascending, int64; their losses, float64) from a table with columns (``id``, ``loss``), or from a
+    ``.npy`` whose position i holds the loss of id i (NaN where unknown): the losses of the Spark engine, whose
+    rows are named by integer ids."""
+    path = Path(path)
+    name = path.name
+    if path.suffix == ".npy":
+        arr = np.load(path, allow_pickle=False)
+        if arr.ndim != 1 or not np.issubdtype(arr.dtype, np.number):
+            raise ValueError(f"{name} must hold one loss per id (a 1-D numeric array); got shape {arr.shape}, dtype "
+                             f"{arr.dtype}")
+        return np.arange(arr.size, dtype=np.int64), arr.astype(np.float64)
+    pa, pq = pyarrow_modules()
+    import pyarrow.compute as pc
+
+    table = pq.read_table(path) if path.suffix == ".parquet" else read_csv(path, string_columns=("id",))
+    for col in ("id", "loss"):
+        if col not in table.column_names:
+            raise ValueError(f"{name} lacks column {col!r}; found {table.column_names}")
+    loss = table.column("loss")
+    if not is_numeric_type(loss.type):
+        raise TypeError(f"{name}: column 'loss' must be numeric, got {loss.type}")
+    raw = table.column("id")
+    if raw.null_count:
+        raise ValueError(f"{name}: column 'id' has {raw.null_count} missing values (first at row {first_null(raw)})")
+    if pa.types.is_string(raw.type) or pa.types.is_large_string(raw.type):
+        raw = pc.utf8_trim_whitespace(raw)
+    try:
+        ids = pc.cast(raw, pa.int64()).to_numpy(zero_copy_only=False)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        raise TypeError(f"{name}: column 'id' must hold integer ids (the Spark engine's ids), got {raw.type}") from None
+    _no_repeats(ids, name, "id")
+    order = np.argsort(ids, kind="stable")
+    return ids[order].astype(np.int64), loss.to_numpy(zero_copy_only=False).astype(np.float64)[order]

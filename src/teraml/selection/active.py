@@ -8,7 +8,7 @@ import numpy as np
 
 from teraml._validation import Interval, Options, check_param, type_name
 from teraml.selection._selection import Selection
-from teraml.selection.sensitivity import SensitivitySampler, _seeds, check_X
+from teraml.selection.sensitivity import SensitivitySampler, check_X, split_random_state
 
 __all__ = ["active_select"]
 
@@ -69,7 +69,7 @@ def active_select(X, budget, *, train_fn, loss_fn, embed_fn=None, initial_fracti
         except ValueError as exc:
             raise ValueError(f"the smallest of the {n_rounds} rounds selects {smallest} items "
                              f"(budget {budget}, initial_fraction {initial_fraction}): {exc}") from None
-    _, seq = _seeds(random_state)
+    _, seq = split_random_state(random_state)
     seeds = seq.spawn(n_rounds + 1)
     rng = np.random.default_rng(seeds[0])
     chosen = np.sort(rng.choice(n, size=k0, replace=False)).astype(np.int64) if k0 else np.empty(0, np.int64)

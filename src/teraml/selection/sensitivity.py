@@ -50,7 +50,9 @@ from teraml.selection._cluster import (
 )
 from teraml.selection._selection import Selection
 
-__all__ = ["select", "SensitivitySampler", "Selection", "sensitivity_probabilities", "check_X", "default_n_clusters"]
+__all__ = ["select", "SensitivitySampler", "Selection", "sensitivity_probabilities", "check_X", "default_n_clusters",
+           "split_random_state", "check_select_params", "kmeans_scores", "warn_k_vs_m", "warn_zero_losses",
+           "warn_uniform_fallback", "warn_small_probabilities", "check_clustering_cost", "check_losses"]
 
 #: The warning threshold of pitfall 2: min(p) * |F| below this means some weights are huge.
 TINY_P = 1e-3
@@ -92,7 +94,7 @@ def check_X(X):
     return X
 
 
-def _seeds(random_state):
+def split_random_state(random_state):
     """(clustering seed as an int, sampling SeedSequence): two independent streams from one seed."""
     if isinstance(random_state, np.random.Generator):
         a, b = random_state.spawn(2)
@@ -128,29 +130,103 @@ def sensitivity_probabilities(labels, D, delta, sizes, take_all, *, score, L=Non
         else:
             lam_used = float(lam)
         if not np.any(L > 0):
-            warnings.warn("all representative losses are 0: sampling proportional to the distance term alone",
-                          UserWarning, stacklevel=3)
+            warn_zero_losses(stacklevel=3)
             v = dl.copy()
         else:
             v = La + lam_used * dl
     else:
-        size_term = 1.0 / sizes[labels[free]]
-        Df = D[free]
-        if normalize == "global":
-            phi = float(D.sum(dtype=np.float64))
-            v = (Df / phi if phi > 0 else 0.0) + size_term
-        else:
-            cost = np.bincount(labels, weights=D, minlength=sizes.size)
-            c = cost[labels[free]]
-            v = np.divide(Df, c, out=np.zeros_like(Df), where=c > 0) + size_term
+        phi = float(D.sum(dtype=np.float64))
+        costs = np.bincount(labels, weights=D, minlength=sizes.size) if normalize == "cluster" else None
+        v = kmeans_scores(labels[free], D[free], sizes, normalize=normalize, phi=phi, costs=costs)
     total = float(v.sum(dtype=np.float64))
     if total <= 0:
-        warnings.warn("all scores are 0: sampling falls back to uniform", UserWarning, stacklevel=3)
+        warn_uniform_fallback(stacklevel=3)
         q = np.full(n_free, 1.0 / n_free)
     else:
         q = v / total
     p[free] = (1.0 - uniform_mix) * q + uniform_mix / n_free
     return p, lam_used
+
+
+def kmeans_scores(labels, D, sizes, *, normalize, phi=0.0, costs=None) -> np.ndarray:
+    """The loss-free score of rows with cluster ``labels`` and distances ``D``: D / phi + 1 / sizes[label]
+    (``normalize="global"``; phi = the whole data's clustering cost, 0 drops the first term) or
+    D / costs[label] + 1 / sizes[label] (``"cluster"``; a zero-cost cluster keeps its size term). Unnormalised:
+    the caller divides by the sum over all rows. Works on any subset of rows (a chunk, a Spark batch) given the
+    whole data's ``sizes``, ``phi`` and ``costs``."""
+    size_term = 1.0 / sizes[labels]
+    if normalize == "global":
+        return (D / phi if phi > 0 else 0.0) + size_term
+    c = costs[labels]
+    return np.divide(D, c, out=np.zeros_like(D), where=c > 0) + size_term
+
+
+def warn_k_vs_m(k: int, m: int, *, stacklevel: int = 3) -> None:
+    """Warn when k > m / 3 (the size term dominates; pitfall 8)."""
+    if k > m / 3:
+        warnings.warn(f"n_clusters={k} > m/3 with m={m} draws: the size term dominates and sampling degrades "
+                      "towards stratified-uniform; use fewer clusters or a larger budget", UserWarning,
+                      stacklevel=stacklevel + 1)
+
+
+def warn_zero_losses(*, stacklevel: int = 3) -> None:
+    """Warn that every representative loss is 0 (p then follows the distance term alone)."""
+    warnings.warn("all representative losses are 0: sampling proportional to the distance term alone",
+                  UserWarning, stacklevel=stacklevel + 1)
+
+
+def warn_uniform_fallback(*, stacklevel: int = 3) -> None:
+    """Warn that every score is 0 (p then is uniform over the free rows)."""
+    warnings.warn("all scores are 0: sampling falls back to uniform", UserWarning, stacklevel=stacklevel + 1)
+
+
+def warn_small_probabilities(min_p: float, n_free: int, n_zero: int, *, stacklevel: int = 3) -> None:
+    """Warn about free items that can never be drawn (p = 0) or whose p is tiny (min(p) |F| < TINY_P)."""
+    if n_free == 0:
+        return
+    if n_zero:
+        warnings.warn(f"{n_zero} items have probability 0 (lam=0 and a representative loss of 0): they can "
+                      "never be drawn, so the estimate leaves them out; use lam='balanced' or uniform_mix > 0",
+                      UserWarning, stacklevel=stacklevel + 1)
+    elif min_p * n_free < TINY_P:
+        warnings.warn(f"min(p) * |F| = {min_p * n_free:.3g} < {TINY_P:g}: some items have a tiny probability and "
+                      "would get huge weights; consider uniform_mix=0.05", UserWarning, stacklevel=stacklevel + 1)
+
+
+def check_clustering_cost(phi: float, delta_total: float | None, centers: np.ndarray, n: int, *,
+                          stacklevel: int = 3) -> None:
+    """An overflow error when Phi or sum(delta) is not finite; a warning when Phi = 0 with more rows than
+    clusters (every row on its centre: the distance terms vanish)."""
+    if not (np.isfinite(phi) and (delta_total is None or np.isfinite(delta_total))):
+        big = float(np.abs(centers).max())
+        raise ValueError(f"squared distances overflow float64 (X and its centres reach {big:.3g}); rescale X, "
+                         "e.g. divide it by its largest absolute value")
+    if phi == 0 and n > centers.shape[0]:
+        warnings.warn("every row coincides with its cluster centre (clustering cost 0): the distance terms "
+                      "vanish and sampling is uniform within clusters", UserWarning, stacklevel=stacklevel + 1)
+
+
+_SELECT_PARAMS = ("score", "n_clusters", "z", "lam", "normalize", "uniform_mix", "clusterer", "random_state",
+                  "verbose")
+
+
+def check_select_params(budget, n_rows: int | None = None, /, *, caller: str = "select", **params) -> dict:
+    """:func:`select`'s parameters (all but ``X`` and ``loss_fn``), checked as ``select`` checks them.
+
+    Returns the checked values (``budget``, ``score``, ``n_clusters``, ``z``, ``lam``, ``normalize``,
+    ``uniform_mix``, ``clusterer``, ``random_state``, ``verbose``). With ``n_rows``, ``budget`` and
+    ``n_clusters`` are checked against it and ``n_clusters`` gets its default; without, only the parameters
+    that do not depend on the data are. A key ``select`` does not take is a ``TypeError`` naming ``caller``.
+    """
+    unknown = sorted(set(params) - set(_SELECT_PARAMS))
+    if unknown:
+        raise TypeError(f"{caller} got unexpected parameters {unknown}; it takes {', '.join(_SELECT_PARAMS)}")
+    sampler = SensitivitySampler(budget, **params)
+    if n_rows is None:
+        p = check_params(sampler, sampler._parameter_constraints)
+        p["clusterer"] = check_clusterer(sampler.clusterer)
+        return p
+    return sampler._check(n_rows)
 
 
 class SensitivitySampler(BaseEstimator):
@@ -278,12 +354,9 @@ class SensitivitySampler(BaseEstimator):
         n = X.shape[0]
         k, budget, score = p["n_clusters"], p["budget"], p["score"]
         m = budget - k if score == "loss" else budget
-        if k > m / 3:
-            warnings.warn(f"n_clusters={k} > m/3 with m={m} draws: the size term dominates and sampling degrades "
-                          "towards stratified-uniform; use fewer clusters or a larger budget", UserWarning,
-                          stacklevel=3)
+        warn_k_vs_m(k, m, stacklevel=3)
         t = {}
-        seed, self._sample_seq = _seeds(self.random_state)
+        seed, self._sample_seq = split_random_state(self.random_state)
         t0 = time.perf_counter()
         centers, backend = fit_centers(X, k, p["clusterer"], seed, verbose=bool(self.verbose))
         t["cluster"] = time.perf_counter() - t0
@@ -304,14 +377,8 @@ class SensitivitySampler(BaseEstimator):
         t["distances"] = time.perf_counter() - t0
         self._adopt(labels=labels, centers=centers, sizes=sizes, reps=reps, D=D, delta=delta, p=p, backend=backend,
                     timings=t)
-        phi = self.clustering_cost_
-        if not (np.isfinite(phi) and (delta is None or np.isfinite(delta.sum(dtype=np.float64)))):
-            big = float(np.abs(centers).max())
-            raise ValueError(f"squared distances overflow float64 (X and its centres reach {big:.3g}); rescale X, "
-                             "e.g. divide it by its largest absolute value")
-        if phi == 0 and n > k:
-            warnings.warn("every row coincides with its cluster centre (clustering cost 0): the distance terms "
-                          "vanish and sampling is uniform within clusters", UserWarning, stacklevel=3)
+        check_clustering_cost(self.clustering_cost_, None if delta is None else float(delta.sum(dtype=np.float64)),
+                              centers, n, stacklevel=3)
 
     def _adopt(self, *, labels, centers, sizes, reps, D, delta, p, backend, timings) -> None:
         """Set the fitted clustering (from a fit, or from the state file of a two-step run)."""
@@ -342,15 +409,8 @@ class SensitivitySampler(BaseEstimator):
                                               uniform_mix=p["uniform_mix"])
         free = ~take_all
         if free.any():
-            tiny = float(prob[free].min()) * int(free.sum())
-            zero = int(np.sum(prob[free] == 0))
-            if zero:
-                warnings.warn(f"{zero} items have probability 0 (lam=0 and a representative loss of 0): they can "
-                              "never be drawn, so the estimate leaves them out; use lam='balanced' or uniform_mix > 0",
-                              UserWarning, stacklevel=3)
-            elif tiny < TINY_P:
-                warnings.warn(f"min(p) * |F| = {tiny:.3g} < {TINY_P:g}: some items have a tiny probability and would "
-                              "get huge weights; consider uniform_mix=0.05", UserWarning, stacklevel=3)
+            warn_small_probabilities(float(prob[free].min()), int(free.sum()), int(np.sum(prob[free] == 0)),
+                                     stacklevel=3)
         self.representative_losses_ = L if L is not None else np.empty(0)
         self.probabilities_ = prob
         self.lam_ = lam
@@ -416,7 +476,7 @@ class SensitivitySampler(BaseEstimator):
         """Score from a saved clustering ``state`` and the representatives' ``losses`` (no re-clustering)."""
         n = state["labels"].size
         p = self._check(n)
-        _, self._sample_seq = _seeds(self.random_state)
+        _, self._sample_seq = split_random_state(self.random_state)
         self._adopt(labels=state["labels"].astype(np.int32), centers=state["centers"], sizes=state["sizes"],
                     reps=state["representatives"].astype(np.int64), D=state["D"],
                     delta=state["delta"] if state["delta"].size else None, p=p, backend="state file", timings={})

@@ -1,4 +1,5 @@
-"""TeraHAC engines: the contract (:class:`Engine`) and ``LocalEngine`` (in-process, numba, threads).
+"""TeraHAC engines: the contract (:class:`Engine`), ``LocalEngine`` (in-process, numba, threads) and, in
+``teraml.hac.engines.spark`` (imported on demand: it needs pyspark), ``SparkEngine``.
 
 >>> from teraml.hac.engines import Engine, LocalEngine
 >>> isinstance(LocalEngine(n_jobs=2), Engine)
