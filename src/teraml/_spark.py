@@ -18,7 +18,8 @@ import subprocess
 import sys
 import tempfile
 
-__all__ = ["require_pyspark", "spark_session", "is_spark_session", "is_spark_dataframe", "INSTALL_HINT"]
+__all__ = ["require_pyspark", "spark_session", "is_spark_session", "is_spark_dataframe", "ensure_checkpoint_dir",
+           "SparkSessionType", "INSTALL_HINT"]
 
 #: What every "pyspark is missing" message ends with.
 INSTALL_HINT = "pip install teraml[spark]"
@@ -56,6 +57,11 @@ def require_pyspark(what: str):
         import pyspark
     except ImportError as exc:
         raise ImportError(f"{msg} (pyspark is not installed)") from exc
+    import warnings
+
+    # pyspark 4.3 warns at every pandas conversion that pandas 3 is not fully supported; the conversions used
+    # here (numeric, string and array columns, Arrow enabled) are tested, so that one message is silenced
+    warnings.filterwarnings("ignore", message="PySpark does not yet fully support pandas", category=FutureWarning)
     major = int(pyspark.__version__.split(".")[0])
     if major < 4:
         raise ImportError(f"{msg} (pyspark {pyspark.__version__} is installed)")
@@ -66,6 +72,16 @@ def is_spark_session(obj) -> bool:
     """Whether ``obj`` is a ``pyspark.sql.SparkSession`` (False, without importing pyspark, if it is not loaded)."""
     mod = sys.modules.get("pyspark.sql")
     return mod is not None and isinstance(obj, mod.SparkSession)
+
+
+class _SessionMeta(type):
+    def __instancecheck__(cls, obj) -> bool:
+        return is_spark_session(obj)
+
+
+class SparkSessionType(metaclass=_SessionMeta):
+    """``isinstance(x, SparkSessionType)`` is True iff x is a SparkSession; pyspark is not imported for it (a
+    constraint of :mod:`teraml._validation` can name the type without loading pyspark)."""
 
 
 def is_spark_dataframe(obj) -> bool:
@@ -84,13 +100,7 @@ def spark_session(master: str | None = None, *, what: str = "engine='spark'", co
     ``spark.sparkContext.setCheckpointDir("hdfs://...")``). ``config``: extra settings of a new session (e.g. ``{"spark.driver.memory": "8g"}``).
     """
     require_pyspark(what)
-    import warnings
-
     from pyspark.sql import SparkSession
-
-    # pyspark 4.3 warns at every pandas conversion that pandas 3 is not fully supported; the conversions used
-    # here (numeric and string columns, Arrow enabled) are tested, so that one message is silenced
-    warnings.filterwarnings("ignore", message="PySpark does not yet fully support pandas", category=FutureWarning)
 
     active = SparkSession.getActiveSession()
     if active is None:
@@ -109,7 +119,13 @@ def spark_session(master: str | None = None, *, what: str = "engine='spark'", co
             builder = builder.config(key, value)
         active = builder.getOrCreate()
         active.sparkContext.setLogLevel("ERROR")
-    sc = active.sparkContext
+    return ensure_checkpoint_dir(active)
+
+
+def ensure_checkpoint_dir(session):
+    """Give ``session`` a checkpoint directory (a local temporary folder) if it has none; returns the session.
+    On a cluster, set a shared one first: ``session.sparkContext.setCheckpointDir("hdfs://...")``."""
+    sc = session.sparkContext
     if sc.getCheckpointDir() is None:
         sc.setCheckpointDir(tempfile.mkdtemp(prefix="teraml-spark-ckpt-"))
-    return active
+    return session

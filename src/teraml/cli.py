@@ -187,8 +187,9 @@ def cmd_hac(args) -> int:
                             affinity_levels=args.affinity_levels,
                             max_rounds=args.max_rounds, n_jobs=args.n_jobs, random_state=args.seed,
                             verbose=not args.quiet).fit(g)
-        for w in caught:
-            print(f"teraml hac: warning: {w.message}", file=sys.stderr)
+        for w in caught:   # pandas/pyspark deprecation notices are not the user's business
+            if not issubclass(w.category, (DeprecationWarning, FutureWarning)):
+                print(f"teraml hac: warning: {w.message}", file=sys.stderr)
     except (ValueError, TypeError, OSError, ImportError) as exc:
         if created and not any(out.iterdir()):
             out.rmdir()
@@ -210,14 +211,18 @@ def cmd_hac(args) -> int:
 def _write_spark_outputs(out: Path, g, model, args, src: Path, t0: float) -> None:
     """The Spark engine's outputs: labels, merges and nodes as Parquet folders written by Spark."""
     import json
+    import warnings
 
     import pandas as pd
 
     spark = model.labels_.sparkSession
-    model.labels_.write.mode("overwrite").parquet(str(out / "labels"))
-    model.merges_.write.mode("overwrite").parquet(str(out / "merges"))
-    nodes = pd.DataFrame({"index": range(g.n_nodes), "node": g.node_ids})
-    spark.createDataFrame(nodes).write.mode("overwrite").parquet(str(out / "nodes"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)   # pyspark's notice about pandas 3
+        warnings.simplefilter("ignore", DeprecationWarning)
+        model.labels_.write.mode("overwrite").parquet(str(out / "labels"))
+        model.merges_.write.mode("overwrite").parquet(str(out / "merges"))
+        nodes = pd.DataFrame({"index": range(g.n_nodes), "node": g.node_ids})
+        spark.createDataFrame(nodes).write.mode("overwrite").parquet(str(out / "nodes"))
     summary = {"input": str(src), "parameters": {k: v for k, v in vars(args).items() if k != "func"},
                "cleaning": g.report, "n_nodes": g.n_nodes, "n_edges": g.n_edges, "n_clusters": model.n_clusters_,
                "rounds": model.round_stats_, "seconds": time.perf_counter() - t0, "version": __version__}

@@ -37,8 +37,8 @@ from sklearn.base import BaseEstimator, ClusterMixin
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils.validation import validate_data
 
-from teraml._spark import is_spark_dataframe, is_spark_session
-from teraml._validation import VERBOSE, InstanceOf, Interval, Options, Satisfies, check_params
+from teraml._spark import SparkSessionType, is_spark_dataframe, is_spark_session
+from teraml._validation import VERBOSE, InstanceOf, Interval, Options, check_params
 from teraml.hac._kernels import tie_ranks
 from teraml.hac.dendrogram import Dendrogram
 from teraml.hac.engines import Engine, LocalEngine
@@ -177,7 +177,7 @@ class TeraHAC(ClusterMixin, BaseEstimator):
         "n_neighbors": [Interval("int", 1)],
         "metric": [Options("cosine", "euclidean", phrase="or")],
         "epsilon": [Interval("float", 0, text="a finite float >= 0")],
-        "engine": [Options("local", "spark"), Satisfies(is_spark_session, "a SparkSession"), InstanceOf(Engine),
+        "engine": [Options("local", "spark"), InstanceOf(SparkSessionType, "a SparkSession"), InstanceOf(Engine),
                    "'local', 'spark', a SparkSession or an object implementing teraml.hac.engines.Engine"],
         "partitioner": [Options("affinity", "single", phrase="or")],
         "max_partition_size": [Interval("int", 2), None],

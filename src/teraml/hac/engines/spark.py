@@ -37,7 +37,7 @@ import warnings
 import numpy as np
 import pandas as pd
 
-from teraml._spark import require_pyspark, spark_session
+from teraml._spark import ensure_checkpoint_dir, require_pyspark, spark_session
 from teraml.hac._kernels import (
     CSR,
     Clusters,
@@ -328,7 +328,7 @@ class SparkEngine:
     def __init__(self, session=None, *, partitions=None, checkpoint="reliable", collect_limit=2_000_000):
         from teraml._validation import Interval, check_choice, check_param
 
-        self.spark = session if session is not None else spark_session()
+        self.spark = ensure_checkpoint_dir(session) if session is not None else spark_session()
         self.partitions = check_param("partitions", partitions, [None, Interval("int", 1)], sep=", ")
         self.collect_limit = check_param("collect_limit", collect_limit, [None, Interval("int", 0)], sep=", ")
         self.checkpoint = check_choice("checkpoint", checkpoint, ("reliable", "local"), phrase="or", sep=", ")
