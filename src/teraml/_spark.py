@@ -127,5 +127,9 @@ def ensure_checkpoint_dir(session):
     On a cluster, set a shared one first: ``session.sparkContext.setCheckpointDir("hdfs://...")``."""
     sc = session.sparkContext
     if sc.getCheckpointDir() is None:
+        if not sc.master.startswith("local"):
+            raise ValueError(f"the SparkSession (master {sc.master!r}) has no checkpoint folder, and a local temporary "
+                             "one would not be seen by the executors: set a shared one first, e.g. "
+                             "spark.sparkContext.setCheckpointDir('hdfs:///tmp/teraml-checkpoints')")
         sc.setCheckpointDir(tempfile.mkdtemp(prefix="teraml-spark-ckpt-"))
     return session

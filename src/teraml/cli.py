@@ -155,8 +155,8 @@ def cmd_hac(args) -> int:
     src = Path(args.edges)
     if not src.exists():
         return _hac_error(f"{src} does not exist")
-    if src.is_dir():
-        return _hac_error(f"{src} is a folder, not a file")
+    if src.is_dir() and args.engine != "spark":   # Spark reads a folder of Parquet files
+        return _hac_error(f"{src} is a folder, not a file (--engine spark reads a Parquet folder)")
     created = not out.exists()
     try:  # fail before the clustering, not after it
         out.mkdir(parents=True, exist_ok=True)
@@ -177,7 +177,8 @@ def cmd_hac(args) -> int:
                 from teraml.hac.engines.spark import read_edges
 
                 g = read_edges(str(src), columns=(args.src_col, args.dst_col, args.weight_col),
-                               duplicates=args.duplicates, session=engine)
+                               duplicates=args.duplicates, session=engine,
+                               format=None if args.format == "auto" else args.format)
             else:
                 fmt = None if args.format == "auto" else args.format
                 g = Graph.read(src, format=fmt, columns=(args.src_col, args.dst_col, args.weight_col),
@@ -190,10 +191,14 @@ def cmd_hac(args) -> int:
         for w in caught:   # pandas/pyspark deprecation notices are not the user's business
             if not issubclass(w.category, (DeprecationWarning, FutureWarning)):
                 print(f"teraml hac: warning: {w.message}", file=sys.stderr)
-    except (ValueError, TypeError, OSError, ImportError) as exc:
+    except Exception as exc:
+        spark_error = type(exc).__module__.startswith(("pyspark", "py4j"))   # Spark could not read EDGES
+        if not (spark_error or isinstance(exc, (ValueError, TypeError, OSError, ImportError))):
+            raise
         if created and not any(out.iterdir()):
             out.rmdir()
-        return _hac_error(str(exc))
+        msg = str(exc).strip().splitlines()[0] if spark_error else str(exc)
+        return _hac_error(f"Spark failed on {src.name}: {msg}" if spark_error else msg)
     try:
         if hasattr(model, "merges_"):
             _write_spark_outputs(out, g, model, args, src, t0)

@@ -111,18 +111,32 @@ def test_components_by_pointer_jumping(spark):
 
 
 def test_dataframe_input_stays_in_spark(spark):
+    """A DataFrame with non-contiguous ids, a node named only by a self-loop, a zero-weight row and a pair listed
+    three times: cleaned in Spark exactly as Graph.from_edges cleans the same rows (a tie order too)."""
+    import warnings
+
+    from teraml.hac.engines.spark import read_edges
+
     g = _er(80, 0.1, seed=2)
-    ids = np.arange(g.n_nodes) * 7 + 1000          # non-contiguous original ids
-    df = spark.createDataFrame(pd.DataFrame({"src": ids[g.dst], "dst": ids[g.src], "weight": g.weight}))
-    local = TeraHAC(threshold=0.25).fit(Graph.from_edges(ids[g.src], ids[g.dst], g.weight))
-    model = TeraHAC(threshold=0.25, engine="spark").fit(df)
-    labels = model.labels_.toPandas().sort_values("node")
-    assert labels["node"].tolist() == local.node_ids_.tolist()
-    assert labels["cluster"].tolist() == local.labels_.tolist()
-    merges = model.merges_.toPandas()
-    np.testing.assert_array_equal(merges["similarity"].to_numpy(), local.dendrogram_.similarity)
-    np.testing.assert_array_equal(merges["left"].to_numpy(), local.dendrogram_.left)
-    assert model.graph_.report["duplicates"] == 0
+    ids = np.arange(g.n_nodes) * 7 + 1000
+    src = np.r_[ids[g.dst], 5, 6, ids[g.src[:1]], ids[g.dst[:1]]]
+    dst = np.r_[ids[g.src], 5, ids[0], ids[g.dst[:1]], ids[g.src[:1]]]
+    w = np.r_[g.weight, 1.0, 0.0, 0.31183145201048545, 0.9486494471372439]   # sums that differ if not left to right
+    params = {"threshold": 0.25, "random_state": 5}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        for dup in ("max", "sum"):
+            local = TeraHAC(**params).fit(Graph.from_edges(src, dst, w, duplicates=dup))
+            df = spark.createDataFrame(pd.DataFrame({"src": src, "dst": dst, "weight": w}))
+            X = df if dup == "max" else read_edges(df, duplicates="sum")
+            model = TeraHAC(engine="spark", **params).fit(X)
+            assert model.graph_.report == local.graph_.report
+            labels = model.labels_.toPandas().sort_values("node")
+            assert labels["node"].tolist() == local.node_ids_.tolist()          # 5 and 6 kept, as isolated nodes
+            assert labels["cluster"].tolist() == local.labels_.tolist()
+            merges = model.merges_.toPandas()
+            for col, f in (("similarity", "similarity"), ("left", "left"), ("right", "right"), ("size", "size")):
+                np.testing.assert_array_equal(merges[col].to_numpy(), getattr(local.dendrogram_, f))
 
 
 def test_cli_parquet_to_parquet(spark, tmp_path):

@@ -192,7 +192,11 @@ class Graph:
             last = np.r_[starts[1:], key.size] - 1
             w_out = w[last]
         elif duplicates == "sum":
-            w_out = np.add.reduceat(w, starts) if starts.size else w[:0]
+            # left to right over each pair's weights in ascending order (np.add.reduceat may sum pairwise), the
+            # order the Spark engine's reader uses too, so both give the same bits
+            from teraml.hac._kernels import run_sums
+
+            w_out = run_sums(key, np.zeros_like(key), w)[1]
         else:
             last = np.r_[starts[1:], key.size] - 1
             differ = w[starts] != w[last]

@@ -218,8 +218,16 @@ class TeraHAC(ClusterMixin, BaseEstimator):
                                 "engine='local'")
             engine = LocalEngine(p["n_jobs"])
         if spark_df:
-            from teraml.hac.engines.spark import read_edges
+            from teraml.hac.engines.spark import SparkEngine, read_edges
 
+            if not isinstance(engine, SparkEngine):
+                raise TypeError(f"X is a Spark DataFrame, which needs engine='spark', a SparkSession or a SparkEngine, "
+                                f"got engine={type(engine).__name__}")
+            if p["affinity"] == "knn":
+                raise TypeError("X is a Spark DataFrame of edges (src, dst, weight), which needs affinity='precomputed' "
+                                "(or 'auto'), got affinity='knn'")
+            for name in ("n_features_in_", "feature_names_in_"):
+                self.__dict__.pop(name, None)
             self.affinity_ = "precomputed"
             g = X if type(X).__name__ == "SparkGraph" else read_edges(X)
         else:

@@ -168,8 +168,15 @@ class SparkGraph:
     ids ``0..n-1`` (``src < dst``, each pair once), ``n_nodes``, ``node_ids`` (original ids, ascending; a numpy
     array on the driver) and ``report`` (cleaning counts). Built by :func:`read_edges`."""
 
-    def __init__(self, edges: DataFrame, n_nodes: int, node_ids: np.ndarray, report: dict):
+    def __init__(self, edges: DataFrame, n_nodes: int, node_ids: np.ndarray, report: dict, cached=None):
         self.edges, self.n_nodes, self.node_ids, self.report = edges, n_nodes, node_ids, report
+        self._cached = cached   # the cleaned table read_edges persisted; released once an engine has loaded it
+
+    def release(self) -> None:
+        """Unpersist the cleaned edge table read_edges cached (the engine's checkpoint holds the edges)."""
+        if self._cached is not None:
+            self._cached.unpersist()
+            self._cached = None
 
     @property
     def n_edges(self) -> int:
@@ -183,13 +190,15 @@ _INT_TYPES = (T.ByteType, T.ShortType, T.IntegerType, T.LongType)
 _NUM_TYPES = _INT_TYPES + (T.FloatType, T.DoubleType, T.DecimalType, T.BooleanType)
 
 
-def read_edges(df, *, columns=("src", "dst", "weight"), duplicates="max", session=None, name="edges") -> SparkGraph:
+def read_edges(df, *, columns=("src", "dst", "weight"), duplicates="max", session=None, name="edges",
+               format=None) -> SparkGraph:
     """Check and clean an edge DataFrame (or a Parquet/CSV path read by Spark) into a :class:`SparkGraph`,
     with :meth:`Graph.from_edges`' rules and messages: the columns must exist, ids be all integers or all strings,
     weights numeric, non-null, finite and >= 0; self-loops and zero weights are dropped (one warning), a pair
     listed several times (either direction) keeps the max (``duplicates="max"``), the sum (``"sum"``, added in
     ascending order of the weights, so the result does not depend on Spark's row order) or raises (``"error"``
-    unless all weights agree). Nothing is collected but the node ids.
+    unless all weights agree). Nothing is collected but the node ids. A path is read as CSV when ``format="csv"``
+    or it ends in ``.csv``, else as Parquet (a file or a folder).
 
     >>> g = read_edges(spark.createDataFrame([(1, 2, 0.5)], "src long, dst long, weight double"))  # doctest: +SKIP
     >>> g.n_nodes, g.node_ids.tolist()                                                             # doctest: +SKIP
@@ -202,10 +211,8 @@ def read_edges(df, *, columns=("src", "dst", "weight"), duplicates="max", sessio
         spark = session or spark_session()
         path = str(df)
         name = path.rsplit("/", 1)[-1]
-        if path.endswith(".csv"):
-            df = _read_csv(spark, path, columns)
-        else:
-            df = spark.read.parquet(path)
+        fmt = format or ("csv" if path.lower().endswith(".csv") else "parquet")
+        df = _read_csv(spark, path, columns) if fmt == "csv" else spark.read.parquet(path)
     s_col, d_col, w_col = columns
     found = df.columns
     for want, flag in ((s_col, "src"), (d_col, "dst"), (w_col, "weight")):
@@ -219,16 +226,18 @@ def read_edges(df, *, columns=("src", "dst", "weight"), duplicates="max", sessio
     if not kinds <= {"int", "str"} or len(kinds) != 1:
         raise TypeError(f"node ids must be all integers or all strings, got {sorted(kinds)} columns "
                         f"{s_col!r} and {d_col!r}")
-    e = df.select(F.col(s_col).alias("s"), F.col(d_col).alias("d"), F.col(w_col).cast("double").alias("w"))
+    as_long = kinds == {"int"}
+    e = df.select(*[(F.col(c).cast("long") if as_long else F.col(c)).alias(a) for c, a in ((s_col, "s"), (d_col, "d"))],
+                  F.col(w_col).cast("double").alias("w"))
     checks = e.agg(
         F.count(F.lit(1)).alias("rows"),
-        F.sum(F.when(F.col("w").isNull(), 1).otherwise(0)).alias("nulls"),
-        F.sum(F.when(F.col("s").isNull() | F.col("d").isNull(), 1).otherwise(0)).alias("id_nulls"),
-        F.sum(F.when(F.isnan("w") | (F.abs("w") == float("inf")), 1).otherwise(0)).alias("nonfinite"),
-        F.sum(F.when(F.col("w") < 0, 1).otherwise(0)).alias("neg"),
+        F.count_if(F.col("w").isNull()).alias("nulls"),
+        F.count_if(F.col("s").isNull() | F.col("d").isNull()).alias("id_nulls"),
+        F.count_if(F.isnan("w") | (F.abs("w") == float("inf"))).alias("nonfinite"),
+        F.count_if(F.col("w") < 0).alias("neg"),
         F.min("w").alias("wmin"),
-        F.sum(F.when(F.col("s") == F.col("d"), 1).otherwise(0)).alias("loops"),
-        F.sum(F.when((F.col("w") == 0) & (F.col("s") != F.col("d")), 1).otherwise(0)).alias("zeros"),
+        F.count_if(F.col("s") == F.col("d")).alias("loops"),
+        F.count_if((F.col("w") == 0) & (F.col("s") != F.col("d"))).alias("zeros"),
     ).first()
     if checks["nulls"]:
         raise ValueError(f"weight has {checks['nulls']} missing values")
@@ -242,6 +251,8 @@ def read_edges(df, *, columns=("src", "dst", "weight"), duplicates="max", sessio
     if checks["loops"] or checks["zeros"]:
         warnings.warn(f"dropped {checks['loops']} self-loops and {checks['zeros']} zero-weight edges", UserWarning,
                       stacklevel=2)
+    ids = (e.select(F.col("s").alias("node")).union(e.select(F.col("d").alias("node"))).distinct()
+           .orderBy("node"))   # every id named by a row, as Graph.from_edges: a node of self-loops only stays
     e = e.filter((F.col("s") != F.col("d")) & (F.col("w") > 0))
     e = e.select(F.least("s", "d").alias("s"), F.greatest("s", "d").alias("d"), "w")
     grouped = e.groupBy("s", "d")
@@ -257,13 +268,11 @@ def read_edges(df, *, columns=("src", "dst", "weight"), duplicates="max", sessio
         if first is not None:
             raise ValueError(f"{bad.count()} node pairs appear with different weights, e.g. ({first['s']}, "
                              f"{first['d']}): {first['lo']} vs {first['w']}; use duplicates='max' or 'sum'")
-    e = e.persist(StorageLevel.MEMORY_AND_DISK)
+    e = cached = e.persist(StorageLevel.MEMORY_AND_DISK)
     stats = e.agg(F.count(F.lit(1)).alias("m"), F.sum("c").alias("rows")).first()
     if not stats["m"]:
         raise ValueError(f"graph has no edge with weight > 0 after cleaning (dropped {checks['loops']} self-loops, "
                          f"{checks['zeros']} zero weights)")
-    ids = (e.select(F.col("s").alias("node")).union(e.select(F.col("d").alias("node"))).distinct()
-           .orderBy("node"))
     node_ids = np.asarray(ids.toPandas()["node"].to_numpy())
     if node_ids.dtype == object:
         node_ids = node_ids.astype(str)
@@ -273,17 +282,17 @@ def read_edges(df, *, columns=("src", "dst", "weight"), duplicates="max", sessio
          .select(F.col("idx").alias("src"), "d", "w")
          .join(F.broadcast(index) if node_ids.size < 2_000_000 else index, F.col("d") == F.col("node"))
          .select("src", F.col("idx").alias("dst"), F.col("w").alias("weight")))
-    report = {"rows": int(checks["rows"]), "self_loops": int(checks["loops"]), "zero_weights": int(checks["zeros"]),
-              "duplicates": int(stats["rows"]) - int(stats["m"]), "edges": int(stats["m"]),
-              "nodes": int(node_ids.size)}
-    return SparkGraph(e, int(node_ids.size), node_ids, report)
+    report = {"input_rows": int(checks["rows"]), "self_loops": int(checks["loops"]),
+              "zero_weights": int(checks["zeros"]), "duplicate_rows": int(stats["rows"]) - int(stats["m"]),
+              "edges": int(stats["m"])}   # the keys of Graph.report
+    return SparkGraph(e, int(node_ids.size), node_ids, report, cached=cached)
 
 
 def _read_csv(spark, path: str, columns) -> DataFrame:
     """A CSV edge list read by Spark as :meth:`Graph.read` reads it: every field as text (a UTF-8 byte-order mark
     dropped from the header, blank lines skipped); ids trimmed, and integers (long) when every id of both columns
     is one, else strings; the weight a double (text that is no number is a TypeError naming a value)."""
-    df = spark.read.csv(path, header=True, inferSchema=False, encoding="UTF-8")
+    df = spark.read.csv(path, header=True, inferSchema=False, encoding="UTF-8", mode="FAILFAST")
     df = df.toDF(*[c.lstrip("\ufeff") for c in df.columns])
     if not set(columns) <= set(df.columns):
         return df   # read_edges names the missing column
@@ -427,6 +436,8 @@ class SparkEngine:
                                 "S": np.asarray(graph.weight, dtype=np.float64)})
             E = spark.createDataFrame(pdf, _EDGE_SCHEMA)
         self.E = self._save(E.repartition(self.partitions, "src"))
+        if isinstance(graph, SparkGraph):
+            graph.release()
         self.C = self._save(spark.range(n).select(F.col("id"), F.lit(1).cast("long").alias("size"),
                                                   F.lit(float("inf")).alias("M")))
         self.node = np.empty(n, dtype=np.int64)
@@ -450,17 +461,13 @@ class SparkEngine:
         shuffle0 = _shuffle_bytes(self.spark)   # stages before this round
         prune, eps, cap = float(prune), float(epsilon), int(cap)
         d = self._directed().persist(StorageLevel.MEMORY_AND_DISK)
-        best = self._best(d).filter((F.col("B") >= prune) & (F.col("B") > 0))
+        best = self._best(d).filter((F.col("B") >= prune) & (F.col("B") > 0)).localCheckpoint(eager=True)
+        n_active = best.count()
         n_edges = self.E.count()
-        on_driver = False
-        if self.collect_limit is not None:   # partition on the driver while the active clusters are few
-            nodes_pd = best.limit(self.collect_limit + 1).toPandas()
-            on_driver = len(nodes_pd) <= self.collect_limit
+        # partition on the driver while the active clusters are few
+        on_driver = self.collect_limit is not None and n_active <= self.collect_limit
         if on_driver:
-            n_active = len(nodes_pd)
-        else:
-            best = best.localCheckpoint(eager=True)
-            n_active = best.count()
+            nodes_pd = best.toPandas()
         if n_active == 0:
             d.unpersist()
             return None
@@ -485,7 +492,7 @@ class SparkEngine:
             for level in range(2, int(levels) + 1):
                 links = self._level_links(d, part)
                 sets = (part.groupBy("key").agg(F.count(F.lit(1)).alias("cnt")).withColumnRenamed("key", "v")
-                        .join(links, "v", "left").fillna({"to": -1, "w": -1.0}))
+                        .join(links, "v", "left").fillna({"to": -1, "w": -1.0}).localCheckpoint(eager=True))
                 newkey = self._link_sets(sets, cap, level)
                 part = (part.join(newkey.select(F.col("v").alias("key"), F.col("key").alias("nk")), "key")
                         .select("v", F.col("nk").alias("key")).localCheckpoint(eager=True))
