@@ -25,7 +25,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-__all__ = ["Engine", "RoundStats"]
+__all__ = ["Engine", "RoundStats", "MergeBook"]
 
 #: The statistics of one round (:meth:`Engine.run_round`'s return value), by key:
 #: ``round``, ``active`` (clusters with B > prune), ``edges`` (canonical edges at the round's start),
@@ -57,3 +57,41 @@ class Engine(Protocol):
 
     def result(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """The merges so far as ``(left, right, similarity, size, round)`` arrays in merge order."""
+
+
+class MergeBook:
+    """The merge table an engine keeps for :meth:`Engine.result` (on the driver for Spark): each cluster id's current
+    dendrogram node (a leaf until it merges) and the merges in (round, partition key, sequence) order.
+
+    >>> import numpy as np
+    >>> book = MergeBook(3, np.arange(3))
+    >>> book.n_done, book.result()[0].size
+    (0, 0)
+    """
+
+    def __init__(self, n: int, ranks: np.ndarray):
+        from teraml.hac._kernels import MergeTable
+
+        self.n = n
+        self.node = np.empty(n, dtype=np.int64)   # dendrogram node of each cluster id
+        self.node[np.asarray(ranks, dtype=np.int64)] = np.arange(n)   # leaves keep the node order
+        cap = max(n - 1, 0)
+        self.table = MergeTable(np.empty(cap, dtype=np.int64), np.empty(cap, dtype=np.int64),
+                                np.empty(cap, dtype=np.float64), np.empty(cap, dtype=np.int64))
+        self.mround = np.empty(cap, dtype=np.int32)
+        self.n_done = 0
+
+    def record(self, start: np.ndarray, out, run_size: np.ndarray, rnd: int) -> int:
+        """Append one round's merges (``out.a/b/w`` of the partitions starting at ``start``, ``out.count`` each);
+        ``run_size`` (cluster sizes at the round's start) is updated. Returns the number of merges added."""
+        from teraml.hac._kernels import record_merges
+
+        before = self.n_done
+        self.n_done = record_merges(start, out, self.node, run_size, self.n, self.n_done, self.table)
+        self.mround[before:self.n_done] = rnd
+        return self.n_done - before
+
+    def result(self):
+        """(left, right, similarity, size, round) of the merges so far."""
+        k, t = self.n_done, self.table
+        return t.left[:k], t.right[:k], t.sim[:k], t.size[:k], self.mround[:k]

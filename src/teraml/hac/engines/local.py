@@ -30,18 +30,17 @@ import numpy as np
 from teraml._validation import Interval, check_param
 from teraml.hac._kernels import (
     Clusters,
-    MergeTable,
     Partitions,
     RoundOutput,
     affinity_level,
     affinity_partition,
     best_edges,
     build_csr,
-    record_merges,
     roots,
     segment_sum,
     subgraph_hac,
 )
+from teraml.hac.engines._base import MergeBook
 
 __all__ = ["LocalEngine", "N_JOBS"]
 
@@ -76,13 +75,7 @@ class LocalEngine:
         self.n = n = int(graph.n_nodes)
         self.src, self.dst, self.S = a[order], b[order], np.asarray(graph.weight, dtype=np.float64)[order]
         self.clusters = Clusters(np.ones(n, dtype=np.int64), np.full(n, np.inf))
-        self.node = np.empty(n, dtype=np.int64)              # dendrogram node of each cluster id
-        self.node[ranks] = np.arange(n)                        # leaves keep the node order
-        cap = max(n - 1, 0)
-        self.table = MergeTable(np.empty(cap, dtype=np.int64), np.empty(cap, dtype=np.int64),
-                                np.empty(cap, dtype=np.float64), np.empty(cap, dtype=np.int64))
-        self.mround = np.empty(cap, dtype=np.int32)
-        self.n_done = 0
+        self.book = MergeBook(n, ranks)
 
     def n_active(self, prune) -> int:
         """Clusters with a neighbour and best similarity B >= ``prune``."""
@@ -140,9 +133,7 @@ class LocalEngine:
         merges = int(out.count.sum())
         if merges == 0:
             raise RuntimeError("TeraHAC round made no merge; this is a bug (the heaviest edge is always good)")
-        before = self.n_done
-        self.n_done = record_merges(pstart, out, self.node, size.copy(), n, self.n_done, self.table)
-        self.mround[before:self.n_done] = rnd
+        self.book.record(pstart, out, size.copy(), rnd)
         self.clusters = Clusters(out.size, out.M)
         self.src, self.dst, self.S = segment_sum(self.src, self.dst, self.S, roots(out.rep), n)
         return {"round": int(rnd), "active": int(active.size), "edges": n_edges, "partitions": int(P),
@@ -151,6 +142,4 @@ class LocalEngine:
 
     def result(self):
         """Merges so far: (left, right, similarity, size, round) in (round, part_key, seq) order."""
-        k = self.n_done
-        t = self.table
-        return t.left[:k], t.right[:k], t.sim[:k], t.size[:k], self.mround[:k]
+        return self.book.result()

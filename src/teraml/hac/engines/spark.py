@@ -41,17 +41,16 @@ from teraml._spark import ensure_checkpoint_dir, require_pyspark, spark_session
 from teraml.hac._kernels import (
     CSR,
     Clusters,
-    MergeTable,
     Partitions,
     RoundOutput,
     affinity_partition,
     capped_union,
-    record_merges,
     resolve,
     roots,
     run_sums,
     subgraph_hac,
 )
+from teraml.hac.engines._base import MergeBook
 
 require_pyspark("engine='spark'")
 
@@ -358,7 +357,7 @@ class SparkEngine:
 
     def _directed(self) -> DataFrame:
         """Every directed edge (u, x, S) with both sizes, u's M and W = S / (size(u) * size(x))."""
-        E, C = self.E, self._small(self.C, self.n - self.n_done)
+        E, C = self.E, self._small(self.C, self.n - self.book.n_done)
         d = (E.select(F.col("src").alias("u"), F.col("dst").alias("x"), "S")
              .unionByName(E.select(F.col("dst").alias("u"), F.col("src").alias("x"), "S")))
         d = (d.join(C.select(F.col("id").alias("u"), F.col("size").alias("nu"), F.col("M").alias("Mu")), "u")
@@ -440,14 +439,8 @@ class SparkEngine:
             graph.release()
         self.C = self._save(spark.range(n).select(F.col("id"), F.lit(1).cast("long").alias("size"),
                                                   F.lit(float("inf")).alias("M")))
-        self.node = np.empty(n, dtype=np.int64)
-        self.node[ranks] = np.arange(n)
         self.run_size = np.ones(n, dtype=np.int64)
-        cap = max(n - 1, 0)
-        self.table = MergeTable(np.empty(cap, dtype=np.int64), np.empty(cap, dtype=np.int64),
-                                np.empty(cap, dtype=np.float64), np.empty(cap, dtype=np.int64))
-        self.mround = np.empty(cap, dtype=np.int32)
-        self.n_done = 0
+        self.book = MergeBook(n, ranks)
 
     def n_active(self, prune) -> int:
         """Clusters with a neighbour and best similarity B >= ``prune``."""
@@ -519,10 +512,7 @@ class SparkEngine:
         np.cumsum(count, out=start[1:])
         ro = RoundOutput(merges["a"].to_numpy(np.int64), merges["b"].to_numpy(np.int64),
                          merges["w"].to_numpy(np.float64), count, _NO_INT, _NO_FLOAT, _NO_INT)
-        before = self.n_done
-        n_merges_round = len(merges)
-        self.n_done = record_merges(start, ro, self.node, self.run_size, self.n, self.n_done, self.table)
-        self.mround[before:self.n_done] = rnd
+        n_merges_round = self.book.record(start, ro, self.run_size, rnd)
         # contraction
         members = out.filter(F.col("kind") == 1)
         relabel = self._small(members.filter(F.col("a") != F.col("b"))
@@ -545,7 +535,7 @@ class SparkEngine:
         d.unpersist()
         out.unpersist()
         old_E.unpersist()
-        n_merges = self.n_done - before
+        n_merges = n_merges_round
         stats = {"round": int(rnd), "active": int(n_active), "edges": int(n_edges), "partitions": n_parts,
                  "max_partition": biggest, "merges": int(n_merges),
                  "seconds": time.perf_counter() - t0}
@@ -556,9 +546,7 @@ class SparkEngine:
 
     def result(self):
         """Merges so far: (left, right, similarity, size, round) in (round, part_key, seq) order."""
-        k = self.n_done
-        t = self.table
-        return t.left[:k], t.right[:k], t.sim[:k], t.size[:k], self.mround[:k]
+        return self.book.result()
 
 
 def _shuffle_bytes(spark, after: int = -1) -> tuple[int, int] | None:
