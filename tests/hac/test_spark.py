@@ -189,6 +189,16 @@ def test_duplicates_in_spark(spark):
     assert read_edges(df, duplicates="sum").edges.toPandas().sort_values(["src", "dst"])["weight"].tolist() == [0.7, 0.1]
 
 
+def test_clone_shares_the_session(spark):
+    """GridSearchCV clones the estimator: the SparkSession engine is shared, every other parameter copied."""
+    from sklearn.base import clone
+
+    model = TeraHAC(threshold=0.2, engine=spark, max_rounds=7)
+    twin = clone(model)
+    assert twin.engine is spark and twin.get_params()["max_rounds"] == 7 and twin is not model
+    assert clone(TeraHAC(engine="spark")).engine == "spark"
+
+
 def test_local_engine_rejects_a_dataframe(spark):
     df = spark.createDataFrame(pd.DataFrame({"src": [0], "dst": [1], "weight": [0.5]}))
     with pytest.raises(TypeError, match=r"X is a Spark DataFrame, which needs engine='spark'"):

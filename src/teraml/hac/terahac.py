@@ -305,6 +305,16 @@ class TeraHAC(ClusterMixin, BaseEstimator):
                           ensure_min_samples=2)   # Graph.from_points names the rows with NaN/inf
         return Graph.from_points(X, n_neighbors=min(p["n_neighbors"], X.shape[0] - 1), metric=p["metric"])
 
+    def __sklearn_clone__(self):
+        """scikit-learn's ``clone`` (GridSearchCV, Pipeline): a SparkSession engine is shared, not deep-copied (a
+        session is a handle on one running Spark application, which cannot be copied)."""
+        from sklearn.base import _clone_parametrized, clone
+
+        if not is_spark_session(self.engine):
+            return _clone_parametrized(self)
+        params = {k: (v if k == "engine" else clone(v, safe=False)) for k, v in self.get_params(deep=False).items()}
+        return type(self)(**params)
+
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         # "auto" reads a sparse X as a similarity graph, so sparse *feature rows* need affinity="knn" (the error
