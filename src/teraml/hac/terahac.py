@@ -206,7 +206,8 @@ class TeraHAC(ClusterMixin, BaseEstimator):
         if eps > 1:
             warnings.warn(f"epsilon={eps} > 1 allows merges far from the best; results may be poor", UserWarning,
                           stacklevel=2)
-        spark_df = is_spark_dataframe(X) or type(X).__name__ == "SparkGraph"
+        spark_graph = type(X).__name__ == "SparkGraph"   # read_edges' output (pyspark is not imported here)
+        spark_df = spark_graph or is_spark_dataframe(X)
         engine = p["engine"]
         if engine == "spark" or is_spark_session(engine):
             from teraml.hac.engines.spark import SparkEngine
@@ -229,7 +230,7 @@ class TeraHAC(ClusterMixin, BaseEstimator):
             for name in ("n_features_in_", "feature_names_in_"):
                 self.__dict__.pop(name, None)
             self.affinity_ = "precomputed"
-            g = X if type(X).__name__ == "SparkGraph" else read_edges(X)
+            g = X if spark_graph else read_edges(X)
         else:
             g = self._graph(X, p)
         t = p["threshold"] if p["threshold"] is not None else 0.0

@@ -418,10 +418,9 @@ class SparkEngine:
         spark = self.spark
         ranks = np.asarray(ranks, dtype=np.int64)
         self.n = n = int(graph.n_nodes)
-        identity = bool(np.array_equal(ranks, np.arange(n)))
         if isinstance(graph, SparkGraph):
             e = graph.edges
-            if not identity:
+            if not np.array_equal(ranks, np.arange(n)):   # a tie order: relabel in Spark
                 r = spark.createDataFrame(pd.DataFrame({"idx": np.arange(n, dtype=np.int64), "rank": ranks}))
                 e = (e.join(r, e["src"] == r["idx"]).select(F.col("rank").alias("s"), "dst", "weight")
                      .join(r, F.col("dst") == r["idx"]).select("s", F.col("rank").alias("d"), "weight"))
@@ -442,10 +441,13 @@ class SparkEngine:
         self.run_size = np.ones(n, dtype=np.int64)
         self.book = MergeBook(n, ranks)
 
+    def _active(self, d: DataFrame, prune: float) -> DataFrame:
+        """(u, B, best) of the active clusters: a neighbour and B >= ``prune``."""
+        return self._best(d).filter((F.col("B") >= float(prune)) & (F.col("B") > 0))
+
     def n_active(self, prune) -> int:
         """Clusters with a neighbour and best similarity B >= ``prune``."""
-        best = self._best(self._directed())
-        return best.filter((F.col("B") >= float(prune)) & (F.col("B") > 0)).count()
+        return self._active(self._directed(), prune).count()
 
     def run_round(self, rnd, prune, epsilon, cap, partitioner, levels=1):
         """One round on Spark; returns its stats dict (with ``shuffle_bytes`` where Spark reports it), or None
@@ -454,7 +456,7 @@ class SparkEngine:
         shuffle0 = _shuffle_bytes(self.spark)   # stages before this round
         prune, eps, cap = float(prune), float(epsilon), int(cap)
         d = self._directed().persist(StorageLevel.MEMORY_AND_DISK)
-        best = self._best(d).filter((F.col("B") >= prune) & (F.col("B") > 0)).localCheckpoint(eager=True)
+        best = self._active(d, prune).localCheckpoint(eager=True)
         n_active = best.count()
         n_edges = self.E.count()
         # partition on the driver while the active clusters are few
@@ -530,14 +532,12 @@ class SparkEngine:
              .select("src", "dst", "S", F.least("s1", "d1").alias("a"), F.greatest("s1", "d1").alias("b")))
         E = (e.repartition(self.partitions, "a").sortWithinPartitions("a", "b", "src", "dst")
              .mapInPandas(_contract_batches, _EDGE_SCHEMA))
-        self.E, old_E = self._save(E), self.E
+        self.E = self._save(E)
         self.C = self._save(C)
         d.unpersist()
         out.unpersist()
-        old_E.unpersist()
-        n_merges = n_merges_round
         stats = {"round": int(rnd), "active": int(n_active), "edges": int(n_edges), "partitions": n_parts,
-                 "max_partition": biggest, "merges": int(n_merges),
+                 "max_partition": biggest, "merges": int(n_merges_round),
                  "seconds": time.perf_counter() - t0}
         shuffle1 = _shuffle_bytes(self.spark, shuffle0[1]) if shuffle0 is not None else None
         if shuffle1 is not None:
