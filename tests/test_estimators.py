@@ -16,6 +16,7 @@ from sklearn.utils.estimator_checks import check_estimator
 
 import teraml
 from teraml.aggregate import AggregateRegressor, PriorBoost
+from teraml.anonymize import LookAlikeAnonymizer
 from teraml.hac import TeraHAC
 from teraml.selection import SensitivitySampler
 from teraml.selection.regression import SubsampledLinearRegression
@@ -23,7 +24,8 @@ from teraml.selection.regression import SubsampledLinearRegression
 ESTIMATORS = [TeraHAC(), PriorBoost(2, n_rounds=2), AggregateRegressor(rho=0.5), AggregateRegressor(cv=2, rho_grid=3),
               SubsampledLinearRegression(50), SubsampledLinearRegression(50, sensitivity_score="loss"),
               SubsampledLinearRegression(50, sampler="leverage"),
-              SubsampledLinearRegression(50, sampler="uniform"), SensitivitySampler(10, score="kmeans")]
+              SubsampledLinearRegression(50, sampler="uniform"), SensitivitySampler(10, score="kmeans"),
+              LookAlikeAnonymizer([0], k=2)]
 SKIPPED_HERE = {"check_array_api_input",   # needs SCIPY_ARRAY_API=1 set before scipy is imported
                 "check_regressor_data_not_an_array"}   # needs pandas, not a dependency
 

@@ -59,6 +59,7 @@ __all__ = [
     "describe_allowed",
     "is_int",
     "is_real",
+    "param_error",
     "check_param",
     "check_params",
     "check_bool",
@@ -130,12 +131,34 @@ def is_real(value) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
 
 
-def _fail(name: str, expected: str, value: Any, *, wrong_type: bool, sep: str = "; ", shown: str | None = None):
-    """The one error of this module: TypeError for a wrong type, ValueError for a bad value."""
+def _fail(name: str, expected: str, value: Any, *, wrong_type: bool, sep: str = "; ", shown: str | None = None,
+          form: str = "must"):
+    """The one error of this module: TypeError for a wrong type, ValueError for a bad value.
+
+    ``form="must"`` reads ``"k must be an int >= 1; got 0"``; ``form="expected"`` reads
+    ``"k: expected an int >= 1, got 0"`` (a wrong type shows it after the value: ``got 2.5 (float)``).
+    """
+    if form == "expected":
+        if shown is None:
+            shown = f"{describe(value)} ({type_name(value)})" if wrong_type else describe(value)
+        return (TypeError if wrong_type else ValueError)(f"{name}: expected {expected}, got {shown}")
     if shown is None:
         shown = f"{type_name(value)} {describe(value)}" if wrong_type else describe(value)
     exc = TypeError if wrong_type else ValueError
     return exc(f"{name} must be {expected}{sep}got {shown}")
+
+
+def param_error(name: str, text: str, *, wrong_type: bool = False) -> Exception:
+    """An error about parameter ``name`` that no constraint describes, in the ``form="expected"`` style.
+
+    Returns (does not raise) ``ValueError(f"{name}: {text}")``, or ``TypeError`` when ``wrong_type``.
+
+    >>> raise param_error("columns", "unknown column(s) ['foo']; X has columns ['a', 'b']")
+    Traceback (most recent call last):
+    ...
+    ValueError: columns: unknown column(s) ['foo']; X has columns ['a', 'b']
+    """
+    return (TypeError if wrong_type else ValueError)(f"{name}: {text}")
 
 
 # ------------------------------------------------------------------------------------------ constraints
@@ -316,12 +339,14 @@ def describe_allowed(allowed: Sequence) -> str:
     return _join(["None" if c is None else c.describe_part() for c in allowed])
 
 
-def check_param(name: str, value: Any, allowed: Sequence, *, sep: str = "; ", expected: str | None = None):
+def check_param(name: str, value: Any, allowed: Sequence, *, sep: str = "; ", expected: str | None = None,
+                form: str = "must"):
     """Check ``value`` against a list of constraints; return it (converted by the one that accepts it).
 
     ``allowed`` holds constraints and ``None`` (the value None is allowed); a ``str`` in it is the
     text the error shows instead of the generated one (as is ``expected``). ``TypeError`` when no
-    constraint takes the value's type, ``ValueError`` otherwise.
+    constraint takes the value's type, ``ValueError`` otherwise. ``form="expected"`` writes
+    ``"<name>: expected <what>, got <value>"`` instead of ``"<name> must be <what>; got <value>"``.
 
     >>> check_param("n_jobs", 0, [None, Options(-1), Interval("int", 1)], sep=", ")
     Traceback (most recent call last):
@@ -342,11 +367,11 @@ def check_param(name: str, value: Any, allowed: Sequence, *, sep: str = "; ", ex
             return c.convert(value)
     wrong_type = not any(c is not None and c.type_ok(value) for c in allowed)
     text = expected or (texts[0] if texts else describe_allowed(allowed))
-    raise _fail(name, text, value, wrong_type=wrong_type, sep=sep)
+    raise _fail(name, text, value, wrong_type=wrong_type, sep=sep, form=form)
 
 
 def check_params(params: Any, constraints: Mapping[str, Sequence], *, sep: str = "; ",
-                 expected: Mapping[str, str] | None = None) -> dict:
+                 expected: Mapping[str, str] | None = None, form: str = "must") -> dict:
     """Check every parameter of a table; ``params`` is a mapping or an object (read by attribute).
 
     Returns ``{name: converted value}`` in table order. ``expected`` replaces the generated text of
@@ -354,7 +379,7 @@ def check_params(params: Any, constraints: Mapping[str, Sequence], *, sep: str =
     """
     get = params.__getitem__ if isinstance(params, Mapping) else lambda n: getattr(params, n)
     expected = expected or {}
-    return {name: check_param(name, get(name), allowed, sep=sep, expected=expected.get(name))
+    return {name: check_param(name, get(name), allowed, sep=sep, expected=expected.get(name), form=form)
             for name, allowed in constraints.items()}
 
 
