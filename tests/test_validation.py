@@ -172,3 +172,14 @@ def test_check_param_accepts_iff_a_constraint_does(x):
         assert not ok and not (isinstance(x, (str, int, float)) and not isinstance(x, bool))
     except ValueError:
         assert not ok
+
+
+def test_expected_form_and_param_error():
+    from teraml._validation import param_error
+
+    with pytest.raises(TypeError, match=r"^k: expected an integer >= 1, got 2\.5 \(float\)$"):
+        check_param("k", 2.5, [Interval("int", 1, text="an integer >= 1")], form="expected")
+    with pytest.raises(ValueError, match=r"^method: expected one of 'a', 'b', got 'c'$"):
+        check_params({"method": "c"}, {"method": [Options("a", "b")]}, form="expected")
+    assert str(param_error("X", "expected at least one row, got 0")) == "X: expected at least one row, got 0"
+    assert isinstance(param_error("X", "bad", wrong_type=True), TypeError)

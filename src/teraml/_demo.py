@@ -18,7 +18,7 @@ Example
 >>> [name for name, _ in REGISTRY][:2]
 ['datasets', 'tinylm']
 >>> sorted(BENCHMARKS)
-['aggregate', 'hac', 'hyperattention', 'selection', 'spark', 'tinylm']
+['aggregate', 'anonymize', 'hac', 'hyperattention', 'selection', 'spark', 'tinylm']
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ REGISTRY: list[tuple[str, str]] = [
     ("hac", "teraml.hac._bench:demo"),
     ("selection", "teraml.selection._bench:demo"),
     ("spark", "teraml.hac._bench_spark:demo"),
+    ("anonymize", "teraml.anonymize._bench:demo"),
 ]
 
 #: Registered benchmarks: ``teraml bench NAME`` runs ``run()`` of the module (results/NAME.json + report).
@@ -48,6 +49,7 @@ BENCHMARKS: dict[str, str] = {
     "tinylm": "teraml.models._bench",
     "selection": "teraml.selection._bench",
     "spark": "teraml.hac._bench_spark",
+    "anonymize": "teraml.anonymize._bench",
 }
 
 

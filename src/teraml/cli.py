@@ -7,6 +7,7 @@
     teraml tinylm [--retrain] [--quiet]
     teraml hac EDGES (--threshold T | --n-clusters K) --out DIR [--epsilon 0.1] [--points] ...
     teraml select EMBEDDINGS --budget M [-k K] [--score loss|kmeans] [--losses FILE] [--state FILE] [-o OUT] ...
+    teraml anonymize TABLE --sensitive COLS [-k 10] [--method auto|mdav|kd|kmeans] [--drop COLS] [-o OUT] ...
 
 ``teraml demo`` runs every registered component's demo on offline data, prints a summary table and
 writes an HTML report (``teraml-report/index.html``). ``teraml bench NAME`` runs the registered benchmark
@@ -269,6 +270,68 @@ def _select_error(msg: str) -> int:
         msg = msg.replace(name, flag)
     print(f"teraml select: error: {msg}", file=sys.stderr)
     return 2
+
+
+def cmd_anonymize(args) -> int:
+    """Release a table with its sensitive columns replaced by look-alike group means (k-anonymous on them)."""
+    import json
+    import warnings
+
+    from teraml.anonymize._io import anonymize_table, read_table, write_table
+
+    def error(msg):
+        print(f"teraml anonymize: error: {msg}", file=sys.stderr)
+        return 2
+
+    src = Path(args.table)
+    if not src.exists():
+        return error(f"{src} does not exist")
+    out = Path(args.out) if args.out else src.with_name(src.stem + ".lookalike" + (".csv" if src.suffix == ".csv"
+                                                                                     else ".parquet"))
+    if out.suffix not in (".csv", ".parquet"):
+        return error(f"-o/--out must end in .csv or .parquet; got {out.name}")
+    report_path = out.with_name(out.name + ".report.json")
+    if not args.overwrite and (out.exists() or report_path.exists()):
+        return error(f"{out} exists; pass --overwrite")
+
+    def split(text):
+        return [c.strip() for c in text.split(",") if c.strip()]
+
+    sensitive, extra = split(args.sensitive), split(args.cluster_columns)
+    if not sensitive:
+        return error(f"--sensitive: expected at least one column name, got {args.sensitive!r}")
+    dup = sorted({c for c in sensitive + extra if (sensitive + extra).count(c) > 1})
+    if dup:
+        return error(f"--sensitive/--cluster-columns: duplicate column(s) {dup}")
+    if args.cluster_on != "sensitive" and not extra:
+        return error(f"--cluster-on {args.cluster_on} needs --cluster-columns (the non-sensitive numeric columns "
+                     "that define look-alikes; ids must not be among them)")
+    if args.cluster_on == "sensitive" and extra:
+        return error("--cluster-columns is only used with --cluster-on all or nonsensitive")
+    cluster = {"sensitive": sensitive, "all": sensitive + extra, "nonsensitive": extra}[args.cluster_on]
+    try:
+        table = read_table(src, list(dict.fromkeys(sensitive + cluster)))
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", UserWarning)
+            released, report = anonymize_table(
+                table, sensitive, cluster_columns=cluster, drop=split(args.drop), shuffle=args.shuffle, path=src,
+                k=args.k, method=args.method, standardize=args.standardize, random_state=args.seed,
+                verbose=not args.quiet)
+        for w in caught:   # (the identifiability warning is about mapping test rows, which a release does not do)
+            if "identifiable" not in str(w.message):
+                print(f"teraml anonymize: warning: {w.message}", file=sys.stderr)
+    except (ValueError, TypeError) as exc:
+        msg = str(exc).replace("sensitive_features", "--sensitive")
+        return error("-" + msg if msg.startswith("k: ") else msg)
+    write_table(released, out)
+    report_path.write_text(json.dumps(report, indent=2) + "\n")
+    if not args.quiet:
+        print(f"{report['rows']} rows, {report['n_groups']} groups of {report['group_size_min']}.."
+              f"{report['group_size_max']} ({report['method']}); k on {', '.join(sensitive)}: {report['k_achieved']}; "
+              f"information loss {report['information_loss']:.4f}")
+        print(f"release: {out}\nreport: {report_path}")
+        print("only the sensitive columns are k-anonymous; the release is not differentially private")
+    return 0
 
 
 def cmd_select(args) -> int:
@@ -559,6 +622,32 @@ def build_parser() -> argparse.ArgumentParser:
     se.add_argument("--seed", type=int, default=None)
     se.add_argument("--quiet", action="store_true")
     se.set_defaults(func=cmd_select)
+
+    an = sub.add_parser("anonymize", help="look-alike clustering: release a table whose sensitive columns are "
+                        "k-anonymous group means",
+                        description="Replace the --sensitive columns of TABLE (CSV or Parquet) by the mean of a "
+                        "group of at least -k look-alike rows; other columns pass through unchanged (read as text "
+                        "from CSV, so ids keep their form); rows are shuffled. Writes OUT and OUT.report.json. "
+                        "Only the sensitive columns are k-anonymous, and the release is not differentially "
+                        "private.")
+    an.add_argument("table", metavar="TABLE", help="CSV (header line required) or Parquet")
+    an.add_argument("--sensitive", required=True, help="comma-separated sensitive column names (numeric)")
+    an.add_argument("-k", type=int, default=10, help="minimum group size (default 10)")
+    an.add_argument("--method", default="auto", choices=["auto", "mdav", "kd", "kmeans"])
+    an.add_argument("--cluster-on", default="sensitive", choices=["sensitive", "all", "nonsensitive"],
+                    help="columns that define look-alikes: the sensitive ones (default), those and "
+                         "--cluster-columns (all), or --cluster-columns only (nonsensitive)")
+    an.add_argument("--cluster-columns", default="", help="with --cluster-on all/nonsensitive: comma-separated "
+                    "non-sensitive numeric columns")
+    an.add_argument("--drop", default="", help="comma-separated columns to leave out of the release (e.g. ids)")
+    an.add_argument("--standardize", action=argparse.BooleanOptionalAction, default=True)
+    an.add_argument("--shuffle", action=argparse.BooleanOptionalAction, default=True,
+                    help="shuffle the released rows (default; the row order can re-identify people)")
+    an.add_argument("-o", "--out", default=None, help="output .csv or .parquet (default TABLE.lookalike.csv/.parquet)")
+    an.add_argument("--seed", type=int, default=None)
+    an.add_argument("--overwrite", action="store_true")
+    an.add_argument("--quiet", action="store_true")
+    an.set_defaults(func=cmd_anonymize)
 
     t = sub.add_parser("tinylm", help="train (or load) the tiny LM and print its figures")
     t.add_argument("--retrain", action="store_true", help="train even if cached")

@@ -45,7 +45,7 @@ def test_dataframes_by_name_and_text_columns():
 def test_pycanon_parity():
     pycanon = pytest.importorskip("pycanon.anonymity")
     rng = np.random.default_rng(0)
-    for seed in range(5):
+    for _seed in range(5):
         df = pd.DataFrame(rng.integers(0, 3, size=(80, 3)).astype(float), columns=list("abc"))
         for cols in (["a"], ["a", "b"], ["a", "b", "c"]):
             assert k_anonymity(df, cols) == pycanon.k_anonymity(df, cols)

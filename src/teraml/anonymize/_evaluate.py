@@ -15,6 +15,7 @@ from collections.abc import Callable
 import numpy as np
 
 from teraml.anonymize._anonymizer import LookAlikeAnonymizer
+from teraml.anonymize._simulation import least_squares
 from teraml.datasets import load_breast_cancer, load_diabetes
 
 #: The real data of the benchmark: the sensitive columns and the task of each.
@@ -110,17 +111,6 @@ def run_splits(name: str, releases: dict[str, Callable], *, n_splits: int, first
     return out
 
 
-def min_norm_fit(X: np.ndarray, y: np.ndarray, rcond: float = 1e-10) -> np.ndarray:
-    """Minimum-norm least squares with a RELATIVE singular-value cut-off.
-
-    A look-alike release has exact rank <= J in its sensitive block, but its SVD keeps values near
-    1e-14 in the null directions; numpy's default cut-off keeps them and the fit explodes.
-    """
-    U, s, Vt = np.linalg.svd(X, full_matrices=False)
-    keep = s > rcond * s[0] if s.size else s > 0
-    return Vt[keep].T @ ((U[:, keep].T @ y) / s[keep])
-
-
 def small_n_losses(*, n_splits: int = 200, n_train: int = 14, k: int = 5, first_seed: int = 0) -> dict:
     """Diabetes with 14 training rows, S = s1..s6, min-norm least squares with an intercept column.
 
@@ -141,6 +131,6 @@ def small_n_losses(*, n_splits: int = 200, n_train: int = 14, k: int = 5, first_
             Xrel = LookAlikeAnonymizer(S, k=k, method="mdav").fit_transform(Xtr)
         ones_tr, ones_te = np.ones((n_train, 1)), np.ones((te.shape[0], 1))
         for train, sink in ((Xtr, full), (Xrel, look)):
-            coef = min_norm_fit(np.hstack([ones_tr, train]), y[tr])
+            coef = least_squares(np.hstack([ones_tr, train]), y[tr])
             sink.append(float(np.mean((y[te] - np.hstack([ones_te, Xte]) @ coef) ** 2)))
     return {"full": np.asarray(full), "lookalike": np.asarray(look)}

@@ -19,6 +19,7 @@ from teraml.datasets._synthetic import (
     make_attention_qkv,
     make_gaussian_mixture,
     make_leverage_regression,
+    make_lookalike_regression,
     make_loss_blobs,
     make_planted_partition_graph,
 )
@@ -42,6 +43,7 @@ __all__ = [
     "make_aggregate_classification",
     "make_loss_blobs",
     "make_leverage_regression",
+    "make_lookalike_regression",
 ]
 
 _REGISTRY = {
@@ -57,6 +59,7 @@ _REGISTRY = {
     "aggregate_classification": make_aggregate_classification,
     "loss_blobs": make_loss_blobs,
     "leverage_regression": make_leverage_regression,
+    "lookalike_regression": make_lookalike_regression,
 }
 
 # Well-known datasets that exist only behind a download: named so that asking for one fails fast

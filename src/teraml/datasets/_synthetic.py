@@ -14,6 +14,7 @@ __all__ = [
     "make_aggregate_classification",
     "make_loss_blobs",
     "make_leverage_regression",
+    "make_lookalike_regression",
 ]
 
 
@@ -347,3 +348,80 @@ def make_leverage_regression(n_samples=20_000, n_features=10, *, random_state=0)
     noise = rng.standard_normal(n_samples) * (1.0 + 0.5 * np.abs(rng.standard_t(2.0, n_samples)))
     b = A @ x_star + 3.0 + noise
     return A, b, x_star
+
+
+def make_lookalike_regression(n_samples=400, n_features=400, *, frac_sensitive=0.5, n_clusters=4, within_signal=1.0,
+                              nonsensitive_signal=1.0, noise=1.0, center_scale=1.0, random_state=None):
+    """Linear regression with clustered sensitive features: the model of look-alike clustering's risk theory.
+
+    The first ``d_s = round(frac_sensitive * n_features)`` columns (clamped to ``[1, n_features - 1]``) are
+    the sensitive block S, the others the non-sensitive block N:
+
+    * centres ``mu_l ~ N(0, center_scale^2 I_{d_s})`` for ``l < J = n_clusters``, clusters ``c_i`` uniform
+      over the ``J`` centres, ``x_s = mu_c + z`` with ``z ~ N(0, I)``; ``x_ns ~ N(0, I)``;
+    * ``theta_s ~ N(0, within_signal / d_s I)`` and ``theta_ns ~ N(0, nonsensitive_signal / d_ns I)``,
+      so that ``E ||theta_s||^2 = within_signal`` and ``E ||theta_ns||^2 = nonsensitive_signal``;
+    * ``y = <x, theta> + sqrt(noise) eps`` with ``eps ~ N(0, 1)``: ``noise`` is the noise variance.
+
+    Returns
+    -------
+    X : (n_samples, n_features) float64
+    y : (n_samples,) float64
+    info : dict with
+
+        * ``"labels"``: (n_samples,) int64, the cluster of each row;
+        * ``"coef"``: (n_features,) the true ``theta``; ``"centers"``: (J, d_s) the ``mu_l``;
+        * ``"sensitive"``: int64 indices of S (``arange(d_s)``);
+        * ``"w"``, ``"r"``, ``"beta"``: the realized ``||theta_s||^2``, ``||theta_ns||^2`` and
+          ``(1/J) sum_l <mu_l, theta_s>^2``;
+        * ``"population_risk"``: a function of ``coef_hat`` (shape ``(n_features,)``) giving the exact test
+          risk ``E (y - <x, coef_hat>)^2`` at a fresh raw point,
+          ``noise + (1/J) sum_l <mu_l, D_s>^2 + ||D||^2`` with ``D = theta - coef_hat``.
+
+    >>> X, y, info = make_lookalike_regression(200, 50, frac_sensitive=0.2, random_state=0)
+    >>> X.shape, info["sensitive"].tolist() == list(range(10)), info["centers"].shape
+    ((200, 50), True, (4, 10))
+    >>> float(info["population_risk"](info["coef"]))  # the noise variance
+    1.0
+    """
+    n_samples = check_int("n_samples", n_samples, min_value=1)
+    n_features = check_int("n_features", n_features, min_value=2)
+    frac_sensitive = check_float("frac_sensitive", frac_sensitive, min_value=0.0, max_value=1.0,
+                                 min_inclusive=False, max_inclusive=False)
+    n_clusters = check_int("n_clusters", n_clusters, min_value=1)
+    within_signal = check_float("within_signal", within_signal, min_value=0.0)
+    nonsensitive_signal = check_float("nonsensitive_signal", nonsensitive_signal, min_value=0.0)
+    noise = check_float("noise", noise, min_value=0.0)
+    center_scale = check_float("center_scale", center_scale, min_value=0.0)
+    rng = check_random_state("random_state", random_state)
+    d_s = min(max(round(frac_sensitive * n_features), 1), n_features - 1)
+    d_ns = n_features - d_s
+    centers = center_scale * rng.standard_normal((n_clusters, d_s))
+    labels = rng.integers(0, n_clusters, size=n_samples).astype(np.int64)
+    X = np.empty((n_samples, n_features))
+    X[:, :d_s] = centers[labels] + rng.standard_normal((n_samples, d_s))
+    X[:, d_s:] = rng.standard_normal((n_samples, d_ns))
+    coef = np.concatenate([rng.standard_normal(d_s) * np.sqrt(within_signal / d_s),
+                           rng.standard_normal(d_ns) * np.sqrt(nonsensitive_signal / d_ns)])
+    y = X @ coef + np.sqrt(noise) * rng.standard_normal(n_samples)
+    theta_s = coef[:d_s]
+
+    def population_risk(coef_hat):
+        """``E (y - <x, coef_hat>)^2`` at a fresh raw point (exact, no sampling)."""
+        c = check_array("coef_hat", coef_hat, ndim=1)
+        if c.shape[0] != n_features:
+            raise ValueError(f"coef_hat must have {n_features} entries; got {c.shape[0]}")
+        delta = coef - c
+        return float(noise + np.mean((centers @ delta[:d_s]) ** 2) + delta @ delta)
+
+    info = {
+        "labels": labels,
+        "coef": coef,
+        "centers": centers,
+        "sensitive": np.arange(d_s, dtype=np.int64),
+        "w": float(theta_s @ theta_s),
+        "r": float(coef[d_s:] @ coef[d_s:]),
+        "beta": float(np.mean((centers @ theta_s) ** 2)),
+        "population_risk": population_risk,
+    }
+    return X, y, info
