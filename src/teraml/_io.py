@@ -11,8 +11,11 @@ from pathlib import Path
 __all__ = ["read_csv", "line_of_row", "first_null", "is_numeric_type", "has_header", "pyarrow_modules"]
 
 
-def read_csv(path, string_columns=(), header=True):
-    """A CSV file as a pyarrow table (``string_columns`` read as text); bad rows raise ValueError with a line."""
+def read_csv(path, string_columns=(), header=True, strings_can_be_null=True):
+    """A CSV file as a pyarrow table (``string_columns`` read as text); bad rows raise ValueError with a line.
+
+    ``strings_can_be_null=False`` keeps text such as ``NA`` or an empty field as the string it is.
+    """
     pa, _ = pyarrow_modules()
     import pyarrow.csv as pcsv
 
@@ -29,7 +32,7 @@ def read_csv(path, string_columns=(), header=True):
             read_options=pcsv.ReadOptions(autogenerate_column_names=not header, use_threads=use_threads),
             parse_options=pcsv.ParseOptions(invalid_row_handler=on_invalid_row),
             convert_options=pcsv.ConvertOptions(column_types={c: pa.string() for c in string_columns},
-                                                strings_can_be_null=True),
+                                                strings_can_be_null=strings_can_be_null),
         )
 
     try:
@@ -53,14 +56,21 @@ def read_csv(path, string_columns=(), header=True):
 
 
 def line_of_row(path, number: int) -> int:
-    """The physical line (1-based) of pyarrow's row ``number`` (1-based, blank lines not counted)."""
-    seen = 0
-    with open(path, "rb") as fh:
-        for line_no, line in enumerate(fh, 1):
-            if line.strip():
+    """The physical line (1-based) where pyarrow's row ``number`` starts (1-based, blank lines not counted).
+
+    Rows are CSV records, so a quoted field that spans lines counts once.
+    """
+    import csv
+
+    seen, end = 0, 0
+    with open(path, encoding="utf-8-sig", errors="replace", newline="") as fh:
+        reader = csv.reader(fh)
+        for record in reader:
+            start, end = end + 1, reader.line_num
+            if record and not (len(record) == 1 and not record[0].strip()):
                 seen += 1
                 if seen == number:
-                    return line_no
+                    return start
     return number
 
 

@@ -321,7 +321,7 @@ def cmd_anonymize(args) -> int:
             if "identifiable" not in str(w.message):
                 print(f"teraml anonymize: warning: {w.message}", file=sys.stderr)
     except (ValueError, TypeError) as exc:
-        msg = str(exc).replace("sensitive_features", "--sensitive")
+        msg = str(exc).replace("sensitive_features", "--sensitive").replace("random_state:", "--seed:")
         return error("-" + msg if msg.startswith("k: ") else msg)
     write_table(released, out)
     report_path.write_text(json.dumps(report, indent=2) + "\n")

@@ -277,6 +277,7 @@ def test_cross_validation_anonymizes_each_training_fold_only():
                                    X[train, 0].sum(), rtol=1e-10)
 
 
+@pytest.mark.filterwarnings("ignore:In a future version, the keys of `groups`")
 def test_pycanon_agrees_on_the_release():
     pycanon = pytest.importorskip("pycanon.anonymity")
     rng = np.random.default_rng(13)
@@ -336,3 +337,36 @@ def test_breast_cancer_quality():
     assert runs["k5"]["loss"].mean() / full["loss"].mean() <= 1.15
     assert runs["drop"]["loss"].mean() / full["loss"].mean() >= 1.5
     assert full["accuracy"].mean() - runs["k5"]["accuracy"].mean() <= 0.01
+
+
+@pytest.mark.slow
+def test_twenty_thousand_rows_auto_switches_to_kd():
+    from teraml.datasets import make_lookalike_regression
+
+    X, _, info = make_lookalike_regression(20_001, 12, random_state=0)
+    S = info["sensitive"].tolist()
+    kd = LookAlikeAnonymizer(S, k=10).fit(X)
+    assert kd.method_ == "kd" and kd.group_sizes_.min() >= 10 and kd.group_sizes_.max() <= 19
+    md = LookAlikeAnonymizer(S, k=10).fit(X[:20_000])
+    assert md.method_ == "mdav" and np.all(md.group_sizes_[:-1] == 10)
+    assert kd.information_loss_ <= 1.8 * md.information_loss_
+
+
+@pytest.mark.slow
+def test_mdav_groups_stay_within_15_percent_of_the_fixed_j_theory_at_k_20():
+    from teraml.anonymize import _bench
+
+    b2 = _bench.mdav_regime(False, False)
+    i = b2["psi"].index(0.9)
+    r = b2["k"]["20"]
+    assert abs(r["sim_look"][i] / r["theory_look"][i] - 1) <= 0.15
+    # at k = 5 (J = 80) the peak has moved to psi (1 - f) + J/n = 1, i.e. psi = 1.6: far from the fixed-J value
+    assert b2["k"]["5"]["sim_look"][b2["psi"].index(1.5)] > 2 * b2["k"]["5"]["theory_look"][b2["psi"].index(1.5)]
+
+
+def test_transform_revalidates_new_rows():
+    X = np.random.default_rng(16).normal(size=(30, 2))
+    anon = LookAlikeAnonymizer([0], k=5).fit(X)
+    anon.set_params(new_rows="bogus")
+    with pytest.raises(ValueError, match=r"^new_rows: expected one of 'raw', 'centroid', got 'bogus'$"):
+        anon.transform(X)

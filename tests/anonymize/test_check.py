@@ -42,6 +42,7 @@ def test_dataframes_by_name_and_text_columns():
     assert k_anonymity(df, "zip") == 2
 
 
+@pytest.mark.filterwarnings("ignore:In a future version, the keys of `groups`")
 def test_pycanon_parity():
     pycanon = pytest.importorskip("pycanon.anonymity")
     rng = np.random.default_rng(0)
@@ -66,3 +67,10 @@ def test_pycanon_parity():
 def test_errors(X, kw, exc, match):
     with pytest.raises(exc, match=match):
         k_anonymity(X, **kw)
+
+
+def test_big_integers_are_not_merged_by_a_float_cast():
+    big = np.array([2**53 + 1, 2**53], dtype=np.int64)
+    assert k_anonymity(pd.DataFrame({"a": big})) == 1
+    assert k_anonymity(pd.DataFrame({"a": big, "b": [1.0, 1.0]})) == 1
+    assert k_anonymity(big[:, None]) == 1

@@ -88,3 +88,31 @@ def test_missing_values_name_the_line(tmp_path, capsys):
     assert "column 'age' has 1 missing value(s) (first on line 3)" in capsys.readouterr().err
     assert cli.main(["anonymize", str(tmp_path / "none.csv"), "--sensitive", "age", "--quiet"]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_text_that_looks_missing_passes_through_verbatim(tmp_path):
+    path = tmp_path / "na.csv"
+    path.write_text("id,note,age\n1,NA,30\n2,null,31\n3,,32\n4,N/A,33\n5,1e5,34\n6,NaN,35\n")
+    out = tmp_path / "rel.csv"
+    assert cli.main(["anonymize", str(path), "--sensitive", "age", "-k", "3", "--no-shuffle", "-o", str(out),
+                     "--quiet"]) == 0
+    lines = out.read_text().splitlines()
+    assert [line.split(",")[1] for line in lines[1:]] == ["NA", "null", "", "N/A", "1e5", "NaN"]
+
+
+@pytest.mark.parametrize("text, message", [
+    ("id,x,x,age\n1,2,3,4\n", "duplicate column name(s) ['x']"),
+    ("id,age\n", "expected at least one data row, got 0"),
+    ('id,note,age\n1,"a\nb",1\n2,x,\n3,y,4\n', "first on line 4"),
+])
+def test_malformed_tables(tmp_path, capsys, text, message):
+    path = tmp_path / "t.csv"
+    path.write_text(text)
+    assert cli.main(["anonymize", str(path), "--sensitive", "age", "-k", "1", "--quiet"]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_seed_errors_name_the_flag(people, capsys):
+    assert cli.main(["anonymize", str(people), "--sensitive", "age", "-k", "2", "--seed", "-1", "--quiet",
+                     "--overwrite"]) == 2
+    assert "--seed: expected" in capsys.readouterr().err

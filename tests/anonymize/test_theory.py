@@ -223,8 +223,11 @@ def test_loop_reference_equals_vectorized():
     (dict(within_signal=-0.1), ValueError, "within_signal: expected a float >= 0, got -0.1"),
     (dict(nonsensitive_signal=-1.0), ValueError, "nonsensitive_signal: expected a float >= 0, got -1.0"),
     (dict(noise=float("nan")), ValueError, "noise: expected a float >= 0, got nan"),
-    (dict(lam=-1e-3), ValueError, "lam: expected a float >= 0, got -0.001"),
-    (dict(lam=None), TypeError, "lam: expected a float >= 0, got None (NoneType)"),
+    (dict(lam=-1e-3), ValueError, "lam: expected 0 or a float in [1e-30, 1e+100], got -0.001"),
+    (dict(lam=None), TypeError, "lam: expected 0 or a float in [1e-30, 1e+100], got None (NoneType)"),
+    # beyond these float64 cannot hold the closed form (m ~ lam^-1/2 at the peak): an error, not a NaN
+    (dict(lam=1e-40), ValueError, "lam: expected 0 or a float in [1e-30, 1e+100], got 1e-40"),
+    (dict(lam=1e101), ValueError, "lam: expected 0 or a float in [1e-30, 1e+100], got 1e+101"),
     (dict(between_signal=-2.0), ValueError, "between_signal: expected None or a float >= 0, got -2.0"),
 ])
 def test_validation_messages(kwargs, exc, message):

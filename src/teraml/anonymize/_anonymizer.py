@@ -275,9 +275,10 @@ class LookAlikeAnonymizer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator)
         O(m J d_z) time, bounded memory) and sets the sensitive columns to that group's means.
         """
         check_is_fitted(self, "labels_")
+        new_rows = check_param("new_rows", self.new_rows, self._parameter_constraints["new_rows"], form="expected")
         X = self._validate_input(X, reset=False)
         out = X.copy()
-        if self.new_rows == "centroid":
+        if new_rows == "centroid":
             Z = (X[:, self.cluster_idx_].astype(np.float64) - self.mean_) / self.scale_
             C = self.z_centroids_
             c2 = np.einsum("ij,ij->i", C, C)

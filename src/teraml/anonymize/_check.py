@@ -101,8 +101,8 @@ def k_anonymity(X, columns=None, *, decimals=None) -> int:
             raise param_error("X", "contains NaN; k-anonymity with missing values is undefined "
                                    "(checkers disagree on whether NaN matches NaN): impute or drop them first")
         numeric = all(getattr(t, "kind", "O") in "biuf" for t in sub.dtypes)
-        if numeric:
-            A = sub.to_numpy(dtype=np.float64)
+        if numeric and len(set(map(str, sub.dtypes))) == 1:
+            A = sub.to_numpy()      # one dtype: no cast, so int64 ids above 2**53 stay distinct
         else:
             if decimals is not None:
                 sub = sub.round(decimals)

@@ -2,8 +2,9 @@
 
 Every release of one split is scored the same way: the train part (standardized on itself) is
 released, a model is fitted on it, and the loss is measured on the raw test part. A release is a
-function ``(X_train, y_train, sensitive, seed) -> (X_train_released, X_test_used)``: it returns the
-test rows too, because dropping columns or swapping test rows for centroids changes them.
+function ``(X_train, y_train, sensitive, seed) -> (X_train_released, how)``, where ``how`` says what
+happens to the test rows: ``None`` (kept raw), ``("columns", keep)`` (the same columns dropped) or
+``("transform", fitted_anonymizer)`` (mapped by its ``transform``, e.g. ``new_rows="centroid"``).
 """
 
 from __future__ import annotations

@@ -39,13 +39,22 @@ def read_table(path, numeric: list[str] | None):
         except Exception as exc:  # noqa: BLE001 - pyarrow raises several kinds; the message says which file
             raise ValueError(f"{path.name} is not a readable Parquet file: {exc}") from None
     header = csv_header(path)
+    dup = sorted({c for c in header if header.count(c) > 1})
+    if dup:
+        raise ValueError(f"{path.name}: duplicate column name(s) {dup}")
     text = [c for c in header if numeric is not None and c not in numeric]
-    return read_csv(path, string_columns=text)
+    # text stays text: "NA", "null" or an empty field is written back as it was read
+    return read_csv(path, string_columns=text, strings_can_be_null=False)
 
 
 def numeric_block(table, columns: list[str], path) -> np.ndarray:
     """The named columns as a float64 matrix; a missing, non-numeric or null column is a ValueError/TypeError."""
     name = Path(path).name
+    dup = sorted({c for c in table.column_names if table.column_names.count(c) > 1})
+    if dup:
+        raise ValueError(f"{name}: duplicate column name(s) {dup}")
+    if table.num_rows == 0:
+        raise ValueError(f"{name}: expected at least one data row, got 0")
     missing = [c for c in columns if c not in table.column_names]
     if missing:
         raise ValueError(f"--sensitive: unknown column(s) {missing}; {name} has columns {table.column_names}")

@@ -34,6 +34,7 @@ from scipy.optimize import brentq
 
 from teraml._validation import (
     Interval,
+    Options,
     check_array,
     check_param,
     describe,
@@ -170,7 +171,9 @@ def _excess_risk_anisotropic(eigenvalues, theta_sq, n, lam, noise) -> float:
     if np.any(e < 0):
         raise param_error("eigenvalues", f"expected values >= 0, got {describe(float(e.min()))}")
     n = check_param("n", n, [Interval("int", 1)], form="expected")
-    lam = check_param("lam", lam, _NONNEG, form="expected")
+    # outside [1e-30, 1e100] the closed form under- or overflows in float64 (m ~ lam^-1/2 at the peak)
+    lam = check_param("lam", lam, [Options(0), Interval("float", LAM_MIN, LAM_MAX)], form="expected",
+                      expected=f"0 or a float in [{LAM_MIN:g}, {LAM_MAX:g}]")
     s2 = check_param("noise", noise, _NONNEG, form="expected")
     pos = e > 0
     ep, tp = e[pos], t[pos]
@@ -201,6 +204,10 @@ def _excess_risk_anisotropic(eigenvalues, theta_sq, n, lam, noise) -> float:
 # ------------------------------------------------------------------------------------------ public
 
 
+#: The per-sample penalties the closed form evaluates faithfully in float64 (besides 0, min-norm).
+LAM_MIN, LAM_MAX = 1e-30, 1e100
+
+
 def _check_inputs(psi, frac_sensitive, within_signal, nonsensitive_signal, noise, lam, between_signal):
     """Validate :func:`lookalike_risk`'s arguments; return ``(psi as a float64 array, scalar params)``."""
     if is_real(psi):
@@ -226,7 +233,9 @@ def _check_inputs(psi, frac_sensitive, within_signal, nonsensitive_signal, noise
     w = check_param("within_signal", within_signal, _NONNEG, form="expected")
     r = check_param("nonsensitive_signal", nonsensitive_signal, _NONNEG, form="expected")
     s2 = check_param("noise", noise, _NONNEG, form="expected")
-    lam = check_param("lam", lam, _NONNEG, form="expected")
+    # outside [1e-30, 1e100] the closed form under- or overflows in float64 (m ~ lam^-1/2 at the peak)
+    lam = check_param("lam", lam, [Options(0), Interval("float", LAM_MIN, LAM_MAX)], form="expected",
+                      expected=f"0 or a float in [{LAM_MIN:g}, {LAM_MAX:g}]")
     beta = check_param("between_signal", between_signal, [None] + _NONNEG, form="expected")
     return arr, (f, w, r, s2, lam, beta)
 
