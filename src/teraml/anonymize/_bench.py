@@ -282,7 +282,7 @@ def speed(quick: bool, verbose: bool) -> dict:
 
     psi = np.linspace(0.05, 4.0, 1000)
     t = measure(lambda: lookalike_risk(psi, lam=0.1, between_signal=0.5),
-                lambda: _lookalike_risk_loop(psi, lam=0.1, between_signal=0.5), repeats=3)
+                lambda: _lookalike_risk_loop(psi, lam=0.1, between_signal=0.5), repeats=7, min_total=0.2)
     res["theory"] = {"vector_s": t.seconds[0], "loop_s": t.seconds[1], "speedup": t.seconds[1] / t.seconds[0],
                      "equal": bool(all(np.allclose(t.results[0][key], t.results[1][key], rtol=1e-10, equal_nan=True)
                                        for key in ("full", "lookalike", "drop")))}
