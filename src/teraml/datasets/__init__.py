@@ -12,6 +12,7 @@ Nothing here downloads: :func:`load` refuses names that would need the network w
 from __future__ import annotations
 
 from teraml._validation import check_instance
+from teraml.datasets._criteo import make_criteo_like
 from teraml.datasets._sklearn import load_breast_cancer, load_diabetes, load_digits, load_wine
 from teraml.datasets._synthetic import (
     make_aggregate_classification,
@@ -44,6 +45,7 @@ __all__ = [
     "make_loss_blobs",
     "make_leverage_regression",
     "make_lookalike_regression",
+    "make_criteo_like",
 ]
 
 _REGISTRY = {
@@ -60,6 +62,7 @@ _REGISTRY = {
     "loss_blobs": make_loss_blobs,
     "leverage_regression": make_leverage_regression,
     "lookalike_regression": make_lookalike_regression,
+    "criteo_like": make_criteo_like,
 }
 
 # Well-known datasets that exist only behind a download: named so that asking for one fails fast
