@@ -18,7 +18,7 @@ Example
 >>> [name for name, _ in REGISTRY][:2]
 ['datasets', 'tinylm']
 >>> sorted(BENCHMARKS)
-['aggregate', 'anonymize', 'hac', 'hyperattention', 'selection', 'spark', 'tinylm']
+['aggregate', 'anonymize', 'hac', 'hyperattention', 'selection', 'sparsity', 'spark', 'tinylm']
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ REGISTRY: list[tuple[str, str]] = [
     ("selection", "teraml.selection._bench:demo"),
     ("spark", "teraml.hac._bench_spark:demo"),
     ("anonymize", "teraml.anonymize._bench:demo"),
+    ("sparsity", "teraml.sparsity._bench:demo"),
 ]
 
 #: Registered benchmarks: ``teraml bench NAME`` runs ``run()`` of the module (results/NAME.json + report).
@@ -50,6 +51,7 @@ BENCHMARKS: dict[str, str] = {
     "selection": "teraml.selection._bench",
     "spark": "teraml.hac._bench_spark",
     "anonymize": "teraml.anonymize._bench",
+    "sparsity": "teraml.sparsity._bench",
 }
 
 
