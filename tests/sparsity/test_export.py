@@ -330,13 +330,21 @@ class _Scale(nn.Module):
 
 
 def test_parametrized_layer_raises():
+    from teraml.sparsity.pruner import BlockPruner
+
     model = TwoLayer(pruned_linear(16, 16)[0], nn.Linear(16, 16))
-    parametrize.register_parametrization(model.fc1, "weight", _Scale())
+    BlockPruner(sparsity=0.5, total_steps=10, block_shape=8, min_blocks=1, layers=["fc1"],
+                schedule=[("dense", 0.5), ("sparse", 0.5)]).prepare(model)
     message = "layer 'fc1' still has BlockPruner parametrizations; call BlockPruner.finalize() first"
     with pytest.raises(RuntimeError, match=f"^{re.escape(message)}$"):
         export_block_sparse(model, 8)
     with pytest.raises(RuntimeError, match=re.escape("layer 'linear' still has BlockPruner parametrizations")):
         BlockSparseLinear.from_dense(model.fc1, 8)
+    # someone else's parametrization (weight norm, a scale) is not an unfinished pruner: it exports
+    other = TwoLayer(pruned_linear(16, 16)[0], nn.Linear(16, 16))
+    parametrize.register_parametrization(other.fc1, "weight", _Scale())
+    x = torch.randn(3, 16)
+    torch.testing.assert_close(export_block_sparse(other, 8, min_speedup=None)(x), other(x), atol=1e-5, rtol=1e-5)
 
 
 def test_after_block_pruner_finalize():
@@ -362,3 +370,29 @@ def test_after_block_pruner_finalize():
     x = torch.randn(33, 64)
     with torch.no_grad():
         torch.testing.assert_close(fast(x), model(x), atol=1e-5, rtol=0)
+
+
+def test_a_chain_that_starts_with_a_dense_linear_is_timed_with_its_own_input():
+    # BlockPruner's defaults leave small layers dense, so a chain often starts with a plain Linear
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(64, 256), nn.ReLU(), nn.Linear(256, 256), nn.ReLU(), nn.Linear(256, 10))
+    with torch.no_grad():
+        model[2].weight[:, 32:] = 0
+    fast = export_block_sparse(model.eval(), 16, min_speedup=1e-9, bench_batch=32)
+    x = torch.randn(7, 64)
+    torch.testing.assert_close(fast(x), model(x), atol=1e-5, rtol=1e-5)
+
+
+def test_a_dtype_without_a_block_sparse_kernel_turns_the_layer_dense():
+    torch.manual_seed(1)
+    model = nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 32))
+    with torch.no_grad():
+        model[0].weight[:, 16:] = 0
+        model[2].weight[:, 16:] = 0
+    fast = export_block_sparse(model, 8, min_speedup=None)
+    assert fast[0].mode == "bsr"
+    with pytest.warns(UserWarning, match=r"BlockSparseLinear \(bfloat16\) turns dense"):
+        fast.to(torch.bfloat16)
+    assert fast[0].mode == "dense"
+    x = torch.randn(4, 64)
+    torch.testing.assert_close(fast(x.to(torch.bfloat16)).float(), model(x), atol=0.1, rtol=0.05)

@@ -460,3 +460,25 @@ def test_step_without_optimizer_warns_once():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         pruner.step()
+
+
+def test_boundaries_are_exact_at_rounding_ties():
+    # 0.1 + 0.05 + ... summed in floats lands just below the ties; the boundaries use exact fractions
+    b = _schedule.boundaries(_schedule.PRESETS["imagenet"]["acdc"], 10)
+    from fractions import Fraction
+
+    c, want = Fraction(0), [0]
+    for _, f in _schedule.PRESETS["imagenet"]["acdc"]:
+        c += Fraction(str(f))
+        want.append(math.floor(c * 10 + Fraction(1, 2)))
+    assert b == want
+
+
+def test_a_layer_named_twice_is_an_error_and_float64_models_get_float64_logits():
+    with pytest.raises(ValueError, match=re.escape("layers: '0' names the same module as '0'; list each layer once")):
+        BlockPruner(sparsity=0.9, total_steps=600, layers=["0", "0"]).prepare(_mlp())
+    model = _mlp().double()
+    pruner = _quiet_pruner(sparsity=0.9, total_steps=100, block_shape=4, layers=["0"], min_blocks=1)
+    pruner.prepare(model)
+    assert model[0].parametrizations.weight[0].logits.dtype == torch.float64
+    assert model(torch.randn(3, 64, dtype=torch.float64)).dtype == torch.float64

@@ -102,9 +102,9 @@ def digits_grid(blocks, sparsities, methods, seeds, verbose) -> dict:
                 accs = [r["accuracy"] for r in runs]
                 rep = runs[0]["report"] or {}
                 pruned = {k: v for k, v in rep.items() if v.get("pruned", True)}
-                real = _real_sparsity(runs[0]["model"]) if m != "dense" else 0.0
+                real = [_real_sparsity(r["model"]) for r in runs]
                 cell[m] = {"accuracy": accs, "mean": float(np.mean(accs)), "min": float(np.min(accs)),
-                           "pruned_layers": sorted(pruned), "real_sparsity": real}
+                           "pruned_layers": sorted(pruned), "nominal_sparsity": s, "real_sparsity": real}
             _log(verbose, f"D1 {_key(b, s)}: " + ", ".join(f"{m} {cell[m]['mean']:.4f}" for m in methods))
             out["cells"][_key(b, s)] = cell
             if b == 8 and "sapp" in methods:
@@ -121,7 +121,8 @@ def digits_grid(blocks, sparsities, methods, seeds, verbose) -> dict:
 
 
 def _real_sparsity(model: nn.Module) -> float:
-    """Fraction of exact zeros over the weights of the candidate layers (Linear, Conv2d), skipped ones included."""
+    """Fraction of exact zeros over the weights of every Linear and Conv2d of the model (the output layer and
+    the layers left dense for having fewer than min_blocks blocks included): the sparsity the model really has."""
     zeros = total = 0
     for m in model.modules():
         if isinstance(m, (nn.Linear, nn.Conv2d)):
@@ -153,9 +154,12 @@ def criteo_grid(blocks, sparsities, methods, seeds, verbose, config=ex.CRITEO) -
             cell = {}
             for m in methods:
                 meth, pw = ("acdc", "mask") if m == "acdc_mask" else (m, "zero")
-                ll = [ex.train(data, ex.criteo_net(data, seed), meth, sparsity=s, block=b, seed=seed, config=config,
-                               pruned_weights=pw)["log_loss"] for seed in seeds]
-                cell[m] = {"log_loss": ll, "mean": float(np.mean(ll)), "max": float(np.max(ll))}
+                runs = [ex.train(data, ex.criteo_net(data, seed), meth, sparsity=s, block=b, seed=seed, config=config,
+                                 pruned_weights=pw) for seed in seeds]
+                ll = [r["log_loss"] for r in runs]
+                w = [r["model"].mlp[0].weight for r in runs]
+                cell[m] = {"log_loss": ll, "mean": float(np.mean(ll)), "max": float(np.max(ll)), "nominal_sparsity": s,
+                           "real_sparsity_first_layer": [float((x == 0).float().mean()) for x in w]}
             _log(verbose, f"D2 {_key(b, s)}: " + ", ".join(f"{m} {cell[m]['mean']:.4f}" for m in methods))
             out["cells"][_key(b, s)] = cell
     return out
@@ -186,7 +190,7 @@ def speed(quick: bool, verbose: bool) -> dict:
     grid = ([(1024, 256, 16, 0.98), (256, 512, 8, 0.90)] if quick else
             [(n, batch, b, s) for n, batch in ((1024, 256), (256, 512)) for b in (8, 16) for s in (0.90, 0.95, 0.98)])
     for n, batch, b, s in grid:
-        r = layer_speed(n, n, b, s, batch, repeats=3 if quick else 7, inner=5)
+        r = layer_speed(n, n, b, s, batch, repeats=3 if quick else 7, inner=5, min_speedup=1.0)
         rows.append(r)
         _log(verbose, f"speed {n}x{n} batch {batch} {b}x{b} {s:.0%}: {r['speedup']:.2f}x dense")
     kernels = [] if quick else kernel_table(1024, 1024, 8, 0.9, 256)
@@ -290,8 +294,8 @@ def _run(*, quick, verbose, seeds=3) -> dict:
                              r["export_s"], r["dense_s"], r["speedup"], f">= {bound}" if bound else "reported",
                              r["speedup"] >= bound if bound else None))
     worst = min([r["speedup"] for r in sp["layers"]] + [r["speedup"] for r in e2e.values()])
-    checks.append(_check("S0.9", "every export with min_speedup=1.0: slowest speed-up over dense", worst, None, worst,
-                         ">= 0.9", worst >= 0.9))
+    checks.append(_check("S0.9", "every export above (each with min_speedup=1.0, so it falls back to dense where "
+                                 "slower): slowest speed-up over dense", worst, None, worst, ">= 0.9", worst >= 0.9))
     res["checks"] = checks
     return res
 

@@ -185,13 +185,13 @@ class _AoPeer:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
             ref = BlockPruner(sparsity=sparsity, total_steps=total, block_shape=block, method=kind,
-                              schedule=config["schedule"], layers=config["layers"], min_blocks=0)
+                              schedule=config["schedule"], layers=config["layers"])
         self.table = ref.schedule_table()
         self.sparsifier = WeightNormSparsifier(sparsity_level=sparsity, sparse_block_shape=(block, block),
                                                zeros_per_block=block * block)
-        self.sparsifier.prepare(model, config=[{"tensor_fqn": f"{name}.weight"} for name in config["layers"]])
-        for name in config["layers"]:     # dense until the schedule says otherwise
-            dict(model.named_modules())[name].parametrizations.weight[0].mask.fill_(1)
+        # the layers BlockPruner prunes (the others have fewer than its min_blocks blocks and stay dense)
+        pruned = [n for n, e in ref.prepare(copy.deepcopy(model)) and ref.report().items() if e["pruned"]]
+        self.sparsifier.prepare(model, config=[{"tensor_fqn": f"{name}.weight"} for name in pruned])
         self.scheduler = None
         if kind == "gmp":
             from torch.ao.pruning.scheduler.cubic_scheduler import CubicSL

@@ -26,7 +26,7 @@ class BlockParametrization(nn.Module):
     """Block mask (and SA++ attention, or PowerProp) of one weight; see the module docstring."""
 
     def __init__(self, shape: torch.Size, block: tuple[int, int], method: str, clip: tuple[float, float] | None,
-                 *, device=None):
+                 *, device=None, dtype=torch.float32):
         super().__init__()
         self.shape = tuple(shape)
         self.block = tuple(block)
@@ -37,7 +37,9 @@ class BlockParametrization(nn.Module):
         self.nbr, self.nbc = grid(R, C, self.block)
         self.register_buffer("mask", torch.ones(self.nbr, self.nbc, dtype=torch.bool, device=device))
         if method == "sapp":
-            self.logits = nn.Parameter(torch.zeros(self.nbr, self.nbc, device=device))
+            # float32 at least (a float64 model gets float64 logits)
+            self.logits = nn.Parameter(torch.zeros(self.nbr, self.nbc, device=device,
+                                                   dtype=torch.promote_types(dtype, torch.float32)))
 
     @property
     def n_blocks(self) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from fractions import Fraction
 
 #: Fractions of total_steps per method and preset (D = dense, Z = sparsify, S = sparse).
 PRESETS: dict[str, dict[str, list[tuple[str, float]]]] = {
@@ -34,11 +35,11 @@ def boundaries(phases: list[tuple[str, float]], total_steps: int) -> list[int]:
     >>> boundaries([("dense", 0.5), ("sparse", 0.5)], 7)
     [0, 4, 7]
     """
-    out, c = [0], 0.0
-    for _, frac in phases:
-        c += frac
-        out.append(math.floor(c * total_steps + 0.5))
-    out[-1] = total_steps       # the fractions sum to 1 up to rounding of the float sum
+    out, c = [0], Fraction(0)
+    for _, frac in phases:      # exact sums of the decimal fractions: 0.1 + 0.05 + ... hits the ties exactly
+        c += Fraction(repr(float(frac)))
+        out.append(math.floor(c * total_steps + Fraction(1, 2)))
+    out[-1] = total_steps
     return out
 
 

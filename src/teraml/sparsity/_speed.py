@@ -85,21 +85,24 @@ def _layer(out_features, in_features, block_shape, sparsity, seed):
 
 
 def layer_speed(out_features: int, in_features: int, block_shape, sparsity: float, batch: int, *,
-                repeats: int = 7, inner: int = 5, seed: int = 0) -> dict:
+                repeats: int = 7, inner: int = 5, seed: int = 0, min_speedup: float | None = None) -> dict:
     """Time one exported layer against ``F.linear`` on the same weights, on one thread.
 
     Returns a dict: ``out_features, in_features, block_shape, kernel_block, sparsity, batch,
-    stored_blocks, dense_s, ours_s, speedup`` (``dense_s / ours_s``) and ``max_abs_err``.
+    stored_blocks, mode, dense_s, ours_s, speedup`` (``dense_s / ours_s``) and ``max_abs_err``.
+    ``min_speedup`` is passed to :meth:`BlockSparseLinear.from_dense` (None: always block-sparse).
     """
     linear = _layer(out_features, in_features, block_shape, sparsity, seed)
-    layer = BlockSparseLinear.from_dense(linear, block_shape, min_speedup=None)
+    with single_thread(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        layer = BlockSparseLinear.from_dense(linear, block_shape, min_speedup=min_speedup)
     x = torch.randn(batch, in_features, generator=torch.Generator().manual_seed(seed + 2))
     w, b = linear.weight.detach(), linear.bias.detach()
     with single_thread():
         (t_dense, t_ours), (ref, out) = _times([lambda: F.linear(x, w, b), lambda: layer(x)], repeats, inner)
     return {"out_features": out_features, "in_features": in_features, "block_shape": layer.block_shape,
             "kernel_block": layer.kernel_block, "sparsity": sparsity, "batch": batch,
-            "stored_blocks": layer.n_blocks, "dense_s": t_dense, "ours_s": t_ours, "speedup": t_dense / t_ours,
+            "stored_blocks": layer.n_blocks, "mode": layer.mode, "dense_s": t_dense, "ours_s": t_ours, "speedup": t_dense / t_ours,
             "max_abs_err": float((out - ref).abs().max())}
 
 

@@ -154,8 +154,12 @@ def _check_options(min_speedup, bench_batch) -> tuple[float | None, int]:
     return min_speedup, check_int("bench_batch", bench_batch, min_value=1, sep=", ")
 
 
-def _check_not_parametrized(name: str, linear: nn.Module) -> None:
-    if parametrize.is_parametrized(linear, "weight"):
+def _check_not_parametrized(name: str, module: nn.Module) -> None:
+    """RuntimeError when BlockPruner's parametrizations are still on ``module`` (other ones are left alone)."""
+    from teraml.sparsity._reparam import BlockParametrization
+
+    if parametrize.is_parametrized(module, "weight") and any(
+            isinstance(p, BlockParametrization) for p in module.parametrizations.weight):
         raise RuntimeError(f"layer {name!r} still has BlockPruner parametrizations; call BlockPruner.finalize() first")
 
 
@@ -343,6 +347,16 @@ class BlockSparseLinear(nn.Module):
     def _set_mode(self, mode: str) -> None:
         if mode != self._mode:
             self._set_weight(self.dense_weight(), mode)
+
+    def _apply(self, fn, recurse=True):
+        """``.to()``, ``.half()``, ...: a dtype the block-sparse kernel lacks on that device turns dense."""
+        out = super()._apply(fn, recurse)
+        data = self._data
+        if self._mode == "bsr" and not _bsr_supported(data.dtype, data.device):
+            warnings.warn(f"BlockSparseLinear ({_dtype_name(data.dtype)}) turns dense: block-sparse matmul on "
+                          f"{data.device.type} supports float32/float64 only", UserWarning, stacklevel=2)
+            self._set_mode("dense")
+        return out
 
     # ---------------------------------------------------------------- views
 
@@ -575,8 +589,9 @@ def _decide(group: list[tuple[str, nn.Module, nn.Module]], min_speedup, bench_ba
         return
     if min_speedup is None:
         return
-    x = _bench_input(first.in_features, bench_batch, dtype, device)
     olds = [old for _, old, _ in group]
+    head = next(m for m in olds if hasattr(m, "in_features"))   # a chain may start with a dense Linear
+    x = _bench_input(head.in_features, bench_batch, dtype, device)
     news = [new for _, _, new in group]
     if len(news) == 1:
         ratio = _time_ratio(lambda: olds[0](x), lambda: news[0](x), device)
@@ -638,7 +653,7 @@ def export_block_sparse(model: nn.Module, block_shape, *, min_speedup: float | N
     min_speedup, bench_batch = _check_options(min_speedup, bench_batch)
     inplace = check_bool("inplace", inplace, sep=", ")
     for name, module in model.named_modules():
-        if isinstance(module, nn.Linear):
+        if isinstance(module, (nn.Linear, nn.Conv2d)):
             _check_not_parametrized(name, module)
     if not inplace:
         model = copy.deepcopy(model)

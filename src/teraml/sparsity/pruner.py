@@ -188,15 +188,15 @@ class BlockPruner:
         lengths = [stop - start for _, start, stop in self._table]
         shortest = min(range(len(lengths)), key=lambda j: (lengths[j], self.phases[j][1]))
         kind, frac = self.phases[shortest]
-        name = repr(schedule) if isinstance(schedule, str) else "the given schedule"
+        name = f"schedule {schedule!r}" if isinstance(schedule, str) else "the given schedule"
         if lengths[shortest] == 0:
             need = _schedule.safe_total_steps(self.phases)
-            raise ValueError(f"total_steps={self.total_steps} is too small for schedule {name} with method "
+            raise ValueError(f"total_steps={self.total_steps} is too small for {name} with method "
                              f"{self.method!r}: the shortest phase ({kind!r}, {frac * 100:g}%) gets 0 steps; "
                              f"use total_steps >= {need}")
         if lengths[shortest] <= 2:
             warnings.warn(f"total_steps={self.total_steps} gives the shortest phase ({kind!r}, {frac * 100:g}%) of "
-                          f"schedule {name} only {lengths[shortest]} step(s)", UserWarning, stacklevel=3)
+                          f"{name} only {lengths[shortest]} step(s)", UserWarning, stacklevel=3)
 
     # ------------------------------------------------------------------------------------------ read-only
 
@@ -236,7 +236,11 @@ class BlockPruner:
                 if n not in modules or not n:
                     raise ValueError(f"layers: no module named {n!r} in the model")
                 chosen.append((n, modules[n]))
+        seen: dict[int, str] = {}
         for n, m in chosen:
+            if id(m) in seen:
+                raise ValueError(f"layers: {n!r} names the same module as {seen[id(m)]!r}; list each layer once")
+            seen[id(m)] = n
             if not (isinstance(m, nn.Linear) or (isinstance(m, nn.Conv2d) and m.groups == 1)):
                 raise TypeError(f"layers: {n!r} is {type(m).__name__}; only nn.Linear and nn.Conv2d with groups=1 "
                                 "can be block-pruned")
@@ -269,7 +273,8 @@ class BlockPruner:
         pruned = [(n, m) for n, m in candidates if self._report[n]["skipped_reason"] is None]
         if not pruned:
             if not candidates:
-                raise ValueError("no prunable layer: the model has no nn.Linear or nn.Conv2d (groups=1)")
+                raise ValueError("no prunable layer: no candidate layer (the model has no nn.Linear or nn.Conv2d "
+                                 "with groups=1, or layers= selects none)")
             raise ValueError(f"no prunable layer: all {len(candidates)} candidate layers have fewer than "
                              f"min_blocks={self.min_blocks} blocks (largest: {largest[0]!r} with {largest[1]}); lower "
                              "min_blocks or use smaller blocks")
@@ -279,7 +284,7 @@ class BlockPruner:
         cls = PowerPropParametrization if self.method == "powerprop" else BlockParametrization
         for name, module in pruned:
             param = cls(module.weight.shape, self._block, self.method, self.clip if self.method == "sapp" else None,
-                        device=module.weight.device)
+                        device=module.weight.device, dtype=module.weight.dtype)
             parametrize.register_parametrization(module, "weight", param)
             self._params[name] = param
             self._report[name].update(pruned=True, nominal_sparsity=self.sparsity)
