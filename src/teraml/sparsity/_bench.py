@@ -218,7 +218,6 @@ def run(*, quick=False, verbose=True, seeds=3) -> DemoSection:
 
 def _run(*, quick, verbose, seeds=3) -> dict:
     res: dict[str, Any] = {"quick": quick}
-    checks: list[dict] = []
     seed_list = list(range(seeds))      # the thresholds are means over seeds: one seed swings by +-5 points
     d1_methods = ["magnitude", "acdc", "sapp"] if quick else ["magnitude", "gmp", "powerprop", "acdc", "sapp",
                                                                "ao_magnitude", "ao_gmp"]
@@ -226,78 +225,88 @@ def _run(*, quick, verbose, seeds=3) -> dict:
                      seed_list, verbose)
     models = d1.pop("sapp_models")
     res["d1"] = d1
+    d2_methods = ["magnitude", "acdc", "sapp"] if quick else ["magnitude", "gmp", "powerprop", "acdc", "acdc_mask",
+                                                               "sapp"]
+    res["d2"] = criteo_grid([16] if quick else [8, 16], [0.98] if quick else [0.90, 0.95, 0.98], d2_methods,
+                            seed_list[:1] if quick else seed_list, verbose)
+    if not quick:
+        res["d2_long"] = criteo_grid([16], [0.95, 0.98], ["acdc", "sapp"], seed_list, verbose, config=ex.CRITEO_LONG)
+    res["speed"] = speed(quick, verbose)
+    res["speed"]["mlp"] = mlp_end_to_end(models)
+    res["checks"] = checks(res)
+    return res
+
+
+def checks(res: dict) -> list[dict]:
+    """The acceptance checks of a (saved) benchmark result."""
+    out: list[dict] = []
+    quick = res["quick"]
+    d1 = res["d1"]
     cells = d1["cells"]
+    n_seeds = len(d1["dense"])
     dense = float(np.mean(d1["dense"]))
     core = [_key(b, s) for b in ((8,) if quick else (4, 8)) for s in ((0.98,) if quick else (0.95, 0.98))]
     gap = float(np.mean([cells[c]["sapp"]["mean"] - cells[c]["acdc"]["mean"] for c in core]))
-    checks.append(_check("D1a", f"digits: SA++ - ACDC accuracy, mean over {', '.join(core)} ({len(seed_list)} seeds)",
-                         float(np.mean([cells[c]["sapp"]["mean"] for c in core])),
-                         float(np.mean([cells[c]["acdc"]["mean"] for c in core])), gap, ">= +0.020", gap >= 0.02))
+    out.append(_check("D1a", f"digits: SA++ - ACDC accuracy, mean over {', '.join(core)} ({n_seeds} seeds)",
+                      float(np.mean([cells[c]["sapp"]["mean"] for c in core])),
+                      float(np.mean([cells[c]["acdc"]["mean"] for c in core])), gap, ">= +0.020", gap >= 0.02))
     for c in [k for k in cells if k.endswith("@98")]:
         g = cells[c]["sapp"]["mean"] - cells[c]["magnitude"]["mean"]
-        checks.append(_check("D1m", f"digits {c}: SA++ - magnitude accuracy", cells[c]["sapp"]["mean"],
-                             cells[c]["magnitude"]["mean"], g, ">= +0.10", g >= 0.10))
+        both = len(cells[c]["sapp"]["pruned_layers"]) == 2
+        label = f"digits {c}: SA++ - magnitude accuracy"
+        if both:
+            out.append(_check("D1m", label, cells[c]["sapp"]["mean"], cells[c]["magnitude"]["mean"], g, ">= +0.10",
+                              g >= 0.10))
+        else:   # at 16x16 the 64x256 layer has 64 < min_blocks blocks and stays dense: the model is far less sparse
+            real = float(np.mean(cells[c]["sapp"]["real_sparsity"]))
+            out.append(_check("D1m", label + f" (one layer pruned, real sparsity {real:.2f}: reported)",
+                              cells[c]["sapp"]["mean"], cells[c]["magnitude"]["mean"], g, "reported", None))
     for c in [k for k in cells if k.endswith("@90")]:
         g = cells[c]["sapp"]["mean"] - dense
-        checks.append(_check("D1d", f"digits {c}: SA++ - dense accuracy", cells[c]["sapp"]["mean"], dense, g,
-                             ">= -0.03", g >= -0.03))
+        out.append(_check("D1d", f"digits {c}: SA++ - dense accuracy", cells[c]["sapp"]["mean"], dense, g,
+                          ">= -0.03", g >= -0.03))
     worst = min(cells, key=lambda c: cells[c]["sapp"]["mean"] - cells[c]["acdc"]["mean"])
     g = cells[worst]["sapp"]["mean"] - cells[worst]["acdc"]["mean"]
-    checks.append(_check("D1any", f"digits, every cell: SA++ - ACDC (worst cell {worst})", cells[worst]["sapp"]["mean"],
-                         cells[worst]["acdc"]["mean"], g, ">= -0.01", g >= -0.01))
-    if "ao_magnitude" in d1_methods:
+    out.append(_check("D1any", f"digits, every cell: SA++ - ACDC (worst cell {worst})", cells[worst]["sapp"]["mean"],
+                      cells[worst]["acdc"]["mean"], g, ">= -0.01", g >= -0.01))
+    if "ao_magnitude" in next(iter(cells.values())):
         same = all(cells[c]["magnitude"]["accuracy"] == cells[c]["ao_magnitude"]["accuracy"] for c in cells)
-        checks.append(_check("D1ao", "digits: magnitude equals torch.ao WeightNormSparsifier in every cell and seed",
-                             None, None, None, "equal", same))
+        out.append(_check("D1ao", "digits: magnitude equals torch.ao WeightNormSparsifier in every cell and seed",
+                          None, None, None, "equal", same))
         gdiff = max(abs(cells[c]["gmp"]["mean"] - cells[c]["ao_gmp"]["mean"]) for c in cells)
-        checks.append(_check("D1aog", "digits: gmp vs torch.ao WeightNormSparsifier + CubicSL, largest accuracy gap",
-                             gdiff, None, None, "reported", None))
-
-    d2_methods = ["magnitude", "acdc", "sapp"] if quick else ["magnitude", "gmp", "powerprop", "acdc", "acdc_mask",
-                                                               "sapp"]
-    d2 = criteo_grid([16] if quick else [8, 16], [0.98] if quick else [0.90, 0.95, 0.98], d2_methods,
-                     seed_list[:1] if quick else seed_list, verbose)
-    res["d2"] = d2
-    c2 = d2["cells"]
-    d2_dense = float(np.mean(d2["dense"]))
+        out.append(_check("D1aog", "digits: gmp vs torch.ao WeightNormSparsifier + CubicSL, largest accuracy gap",
+                          gdiff, None, None, "reported", None))
+    c2 = res["d2"]["cells"]
+    d2_dense = float(np.mean(res["d2"]["dense"]))
     for c in [k for k in c2 if not k.endswith("@90")]:
         base = min(c2[c]["acdc"]["mean"], c2[c]["magnitude"]["mean"])
-        checks.append(_check("D2", f"criteo-like {c}: SA++ log-loss vs min(ACDC, magnitude)", c2[c]["sapp"]["mean"],
-                             base, c2[c]["sapp"]["mean"] - base, "<= -0.005", c2[c]["sapp"]["mean"] <= base - 0.005))
+        out.append(_check("D2", f"criteo-like {c}: SA++ log-loss vs min(ACDC, magnitude)", c2[c]["sapp"]["mean"],
+                          base, c2[c]["sapp"]["mean"] - base, "<= -0.005", c2[c]["sapp"]["mean"] <= base - 0.005))
     for c in [k for k in c2 if k.endswith("@90")]:
-        checks.append(_check("D2d", f"criteo-like {c}: SA++ log-loss vs dense", c2[c]["sapp"]["mean"], d2_dense,
-                             c2[c]["sapp"]["mean"] - d2_dense, "<= +0.01", c2[c]["sapp"]["mean"] <= d2_dense + 0.01))
-    if not quick:
-        long = criteo_grid([16], [0.95, 0.98], ["acdc", "sapp"], seed_list, verbose, config=ex.CRITEO_LONG)
-        res["d2_long"] = long
-        for c, cell in long["cells"].items():
-            checks.append(_check("D2long", f"criteo-like long phases {c}: SA++ log-loss vs ACDC", cell["sapp"]["mean"],
-                                 cell["acdc"]["mean"], cell["sapp"]["mean"] - cell["acdc"]["mean"], "<= +0.002",
-                                 cell["sapp"]["mean"] <= cell["acdc"]["mean"] + 0.002))
-
-    sp = speed(quick, verbose)
-    res["speed"] = sp
+        out.append(_check("D2d", f"criteo-like {c}: SA++ log-loss vs dense", c2[c]["sapp"]["mean"], d2_dense,
+                          c2[c]["sapp"]["mean"] - d2_dense, "<= +0.01", c2[c]["sapp"]["mean"] <= d2_dense + 0.01))
+    for c, cell in res.get("d2_long", {}).get("cells", {}).items():
+        out.append(_check("D2long", f"criteo-like long phases {c}: SA++ log-loss vs ACDC", cell["sapp"]["mean"],
+                          cell["acdc"]["mean"], cell["sapp"]["mean"] - cell["acdc"]["mean"], "<= +0.002",
+                          cell["sapp"]["mean"] <= cell["acdc"]["mean"] + 0.002))
+    sp = res["speed"]
     bounds = {(1024, 0.90): 2.0, (1024, 0.98): 5.0, (256, 0.90): 1.5, (256, 0.98): 3.0}
     for r in sp["layers"]:
         n, s = r["out_features"], r["sparsity"]
         b = r["block_shape"][0]
         bound = bounds.get((n, s))
         label = f"{n}x{n} layer, batch {r['batch']}, {b}x{b} blocks, {s:.0%}: dense time / exported"
-        checks.append(_check("S", label, r["ours_s"], r["dense_s"], r["speedup"],
-                             f">= {bound}" if bound else ">= 0.9 (reported)",
-                             r["speedup"] >= bound if bound else None))
-    e2e = mlp_end_to_end(models)
-    sp["mlp"] = e2e
-    for s, r in e2e.items():
+        out.append(_check("S", label, r["ours_s"], r["dense_s"], r["speedup"], f">= {bound}" if bound else "reported",
+                          r["speedup"] >= bound if bound else None))
+    for s, r in sp["mlp"].items():
         bound = {"0.95": 1.1, "0.98": 1.5}.get(s)
-        checks.append(_check("S2e", f"digits MLP end to end (SA++ 8x8 at {float(s):.0%}), batch 512: dense / exported",
-                             r["export_s"], r["dense_s"], r["speedup"], f">= {bound}" if bound else "reported",
-                             r["speedup"] >= bound if bound else None))
-    worst = min([r["speedup"] for r in sp["layers"]] + [r["speedup"] for r in e2e.values()])
-    checks.append(_check("S0.9", "every export above (each with min_speedup=1.0, so it falls back to dense where "
-                                 "slower): slowest speed-up over dense", worst, None, worst, ">= 0.9", worst >= 0.9))
-    res["checks"] = checks
-    return res
+        out.append(_check("S2e", f"digits MLP end to end (SA++ 8x8 at {float(s):.0%}), batch 512: dense / exported",
+                          r["export_s"], r["dense_s"], r["speedup"], f">= {bound}" if bound else "reported",
+                          r["speedup"] >= bound if bound else None))
+    worst = min([r["speedup"] for r in sp["layers"]] + [r["speedup"] for r in sp["mlp"].values()])
+    out.append(_check("S0.9", "every export above (each with min_speedup=1.0, so it falls back to dense where "
+                              "slower): slowest speed-up over dense", worst, None, worst, ">= 0.9", worst >= 0.9))
+    return out
 
 
 # ------------------------------------------------------------------------------------------------ report
