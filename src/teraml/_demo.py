@@ -18,7 +18,7 @@ Example
 >>> [name for name, _ in REGISTRY][:2]
 ['datasets', 'tinylm']
 >>> sorted(BENCHMARKS)
-['aggregate', 'anonymize', 'hac', 'hyperattention', 'selection', 'sparsity', 'spark', 'tinylm']
+['aggregate', 'anonymize', 'hac', 'hyperattention', 'selection', 'spark', 'sparsity', 'tinylm']
 """
 
 from __future__ import annotations

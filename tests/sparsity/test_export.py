@@ -396,3 +396,9 @@ def test_a_dtype_without_a_block_sparse_kernel_turns_the_layer_dense():
     assert fast[0].mode == "dense"
     x = torch.randn(4, 64)
     torch.testing.assert_close(fast(x.to(torch.bfloat16)).float(), model(x), atol=0.1, rtol=0.05)
+
+
+def test_only_batches_of_16_or_more_are_padded():
+    from teraml.sparsity.export import _padded_batch
+
+    assert [_padded_batch(n) for n in (1, 7, 15, 16, 17, 520)] == [1, 7, 15, 16, 32, 528]

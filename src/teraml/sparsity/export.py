@@ -17,6 +17,11 @@ digits MLP 64-256-256-10 with 8x8 blocks ran 1.8/2.3/3.0x dense at 90/95/98 % sp
 dense stays dense (with a warning); the chosen mode is saved in the state dict, so a reloaded model
 needs no new timing.
 
+Small batches: each block-sparse product has a fixed cost of some tens of microseconds, so at batch 1
+or 16 an exported layer or chain is slower than dense (the digits MLP above at batch 1: 0.4x; at
+batch 16: 0.6x; at 256: 1.5-2.3x). The timing fallback runs at ``bench_batch``: export for the batch
+sizes you serve.
+
 What counts as zero: an entry ``w`` with ``|w| <= eps * max|W| / C`` (``eps`` the machine epsilon of the
 weight's dtype, ``C`` = in_features), for example a 1e-30 left over by a masked product. Dropping such
 entries changes no output by more than ``eps * max|W| * max|x|``, one rounding unit of the layer's
@@ -68,10 +73,16 @@ logger = logging.getLogger(__name__)
 
 #: Modules that act entry by entry and may sit inside a feature-major chain.
 ELEMENTWISE = (nn.ReLU, nn.GELU, nn.Tanh, nn.Sigmoid, nn.Identity, nn.Dropout)
-#: The batch is padded to a multiple of this: a pilot (torch 2.13, 1 thread) measured MKL's 8x8 kernel
-#: 3-4x slower at batches 520-540 than at 512/528/544. On a 2-core AMD EPYC the padding gained nothing
-#: and cost 2.5x at batch 1 (16 columns computed for one).
+#: Batches of at least this many rows are padded to a multiple of it: a pilot (torch 2.13, 1 thread)
+#: measured MKL's 8x8 kernel 3-4x slower at batches 520-540 than at 512/528/544. Smaller batches are not
+#: padded: on a 2-core AMD EPYC padding batch 1 to 16 made the layer 2.5x slower (0.39x dense instead of
+#: 0.99x), and no batch size gained from it there.
 BATCH_MULTIPLE = 16
+
+
+def _padded_batch(n: int) -> int:
+    """The number of columns the batch is padded to (see :data:`BATCH_MULTIPLE`)."""
+    return n if n < BATCH_MULTIPLE else _round_up(n, BATCH_MULTIPLE)
 #: Largest side of the square blocks stored on CPU (see :func:`kernel_block`).
 MAX_CPU_KERNEL_BLOCK = 8
 #: Layers whose block density is above this stay ``nn.Linear``.
@@ -198,7 +209,7 @@ def _feature_major(members: Sequence[nn.Module], x: torch.Tensor) -> torch.Tenso
     lead = x.shape[:-1]
     x2 = x.reshape(-1, first.in_features)
     n = x2.shape[0]
-    h = _padded_transpose(x2, _rows_needed(first), _round_up(n, BATCH_MULTIPLE))
+    h = _padded_transpose(x2, _rows_needed(first), _padded_batch(n))
     for m in members:
         if not _is_linear(m):
             h = m(h)
@@ -383,10 +394,25 @@ class BlockSparseLinear(nn.Module):
         """The weight: a (padded R, padded C) BSR tensor in "bsr" mode, the dense (R, C) matrix in "dense"."""
         if self._mode == "dense":
             return self.weight_dense
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=_BETA_WARNING)
-            return torch.sparse_bsr_tensor(self.weight_crow_indices, self.weight_col_indices, self.weight_values,
-                                           self.padded_shape, check_invariants=False)
+        # built once per set of buffers (a new buffer from loading or .to() has a new address): building it
+        # costs about 10 microseconds, as much as a whole small layer
+        key = (self.weight_values.data_ptr(), self.weight_crow_indices.data_ptr(),
+               self.weight_col_indices.data_ptr(), self.weight_values.dtype, self.weight_values.device)
+        cache = self.__dict__.get("_bsr_cache")
+        if cache is None or cache[0] != key:
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message=_BETA_WARNING)
+                bsr = torch.sparse_bsr_tensor(self.weight_crow_indices, self.weight_col_indices, self.weight_values,
+                                              self.padded_shape, check_invariants=False)
+            cache = (key, bsr)
+            self.__dict__["_bsr_cache"] = cache
+        return cache[1]
+
+    def __getstate__(self):
+        """Copies and pickles leave the cached BSR tensor out (``copy.deepcopy`` cannot copy one)."""
+        state = dict(super().__getstate__())
+        state.pop("_bsr_cache", None)
+        return state
 
     @property
     def _data(self) -> torch.Tensor:
