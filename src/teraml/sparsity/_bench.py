@@ -203,12 +203,27 @@ def speed(quick: bool, verbose: bool) -> dict:
 # ------------------------------------------------------------------------------------------------ run
 
 
+def _positive_int(text: str) -> int:
+    import argparse
+
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be an int >= 1; got {text!r}")
+    return value
+
+
 def add_arguments(parser) -> None:
-    parser.add_argument("--seeds", type=int, default=3, help="seeds per cell (default 3)")
+    parser.add_argument("--seeds", type=_positive_int, default=3, help="seeds per cell (default 3)")
 
 
 def run(*, quick=False, verbose=True, seeds=3) -> DemoSection:
     """The benchmark (``quick``: a small subset for the demo); one torch thread throughout."""
+    from teraml._validation import check_int
+
+    seeds = check_int("seeds", seeds, min_value=1)
     previous = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
