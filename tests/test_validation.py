@@ -183,3 +183,14 @@ def test_expected_form_and_param_error():
         check_params({"method": "c"}, {"method": [Options("a", "b")]}, form="expected")
     assert str(param_error("X", "expected at least one row, got 0")) == "X: expected at least one row, got 0"
     assert isinstance(param_error("X", "bad", wrong_type=True), TypeError)
+
+
+def test_check_columns():
+    from teraml._validation import check_columns
+
+    assert check_columns("c", "b", ["a", "b"], by_name=True) == [1]
+    assert check_columns("c", np.int64(1), ["a", "b"], by_name=False) == [1]
+    with pytest.raises(TypeError, match=r"^c: expected column names or integer indices, got True \(bool\)$"):
+        check_columns("c", [0, True], ["a", "b"], by_name=False)
+    with pytest.raises(ValueError, match=r"^c: duplicate column\(s\) \['a'\]$"):
+        check_columns("c", ["a", "a"], ["a", "b"], by_name=True)

@@ -71,6 +71,7 @@ __all__ = [
     "check_random_state",
     "check_array",
     "check_same_length",
+    "check_columns",
     "check_tensor",
 ]
 
@@ -528,6 +529,57 @@ def check_same_length(lengths: Mapping[str, Any]) -> int:
         raise ValueError(f"{_join(list(counts)).replace(' or ', ' and ')} must have the same number of rows; "
                          f"got {parts}")
     return next(iter(counts.values()))
+
+
+def check_columns(name: str, columns: Any, all_columns: Sequence, *, by_name: bool) -> list[int]:
+    """Positions in ``all_columns`` of ``columns``: names (when the table has them) or integer indices.
+
+    A single name or index is a list of one. Errors read ``"<name>: ..."``: none given, names and
+    indices mixed, names for a table without them, unknown names, indices out of range, duplicates.
+
+    >>> check_columns("columns", ["b", "a"], ["a", "b", "c"], by_name=True)
+    [1, 0]
+    >>> check_columns("columns", [5], ["a", "b"], by_name=False)
+    Traceback (most recent call last):
+    ...
+    ValueError: columns: index 5 out of range for X with 2 columns
+    """
+    if isinstance(columns, str) or is_int(columns):
+        columns = [columns]
+    try:
+        columns = list(columns)
+    except TypeError:
+        raise param_error(name, f"expected a list of column names or integer indices, got {type_name(columns)}",
+                          wrong_type=True) from None
+    if not columns:
+        raise param_error(name, "expected at least one column, got []")
+    names = [c for c in columns if isinstance(c, str)]
+    ints = [c for c in columns if is_int(c)]
+    if len(names) + len(ints) != len(columns):
+        bad = next(c for c in columns if not (isinstance(c, str) or is_int(c)))
+        raise param_error(name, f"expected column names or integer indices, got {bad!r} ({type_name(bad)})",
+                          wrong_type=True)
+    if names and ints:
+        raise param_error(name, f"expected names or indices, not both, got {columns!r}", wrong_type=True)
+    if names:
+        if not by_name:
+            raise param_error(name, f"column names {names!r} need a DataFrame X (or one with feature names); "
+                                    "X is an array: use integer indices")
+        lookup = {c: i for i, c in enumerate(all_columns)}
+        unknown = [c for c in names if c not in lookup]
+        if unknown:
+            raise param_error(name, f"unknown column(s) {unknown!r}; X has columns {list(all_columns)!r}")
+        positions = [lookup[c] for c in names]
+    else:
+        d = len(all_columns)
+        for c in ints:
+            if not 0 <= int(c) < d:
+                raise param_error(name, f"index {int(c)} out of range for X with {d} columns")
+        positions = [int(c) for c in ints]
+    dup = sorted({c for c in columns if columns.count(c) > 1}, key=columns.index)
+    if dup:
+        raise param_error(name, f"duplicate column(s) {dup!r}")
+    return positions
 
 
 def check_tensor(name: str, value: Any, *, floating: bool = True, ndim: int | Sequence[int] | None = None):

@@ -61,8 +61,10 @@ def test_pycanon_parity():
     (np.ones((3, 2)), {"columns": [5]}, ValueError, r"^columns: index 5 out of range for X with 2 columns$"),
     (np.ones((3, 2)), {"columns": []}, ValueError, r"^columns: expected at least one column, got \[\]$"),
     (pd.DataFrame({"a": [1]}), {"columns": ["b"]}, ValueError, r"^columns: unknown column\(s\) \['b'\]; X has columns \['a'\]$"),
-    (np.ones(3), {}, ValueError, r"^X: expected a 2-D array or a DataFrame, got a 1-D array"),
-    ("table.csv", {}, TypeError, r"^X: expected a 2-D array or a DataFrame, got str$"),
+    # arrays go through _validation.check_array (text columns need a DataFrame)
+    (np.ones(3), {}, ValueError, r"^X must be 2-D; got a 1-D array of shape \(3,\)$"),
+    ("table.csv", {}, TypeError, r"^X must be an array-like of numbers; got str$"),
+    (np.array([["a", "b"]]), {}, TypeError, r"^X must be an array-like of numbers; got dtype <U1$"),
 ])
 def test_errors(X, kw, exc, match):
     with pytest.raises(exc, match=match):

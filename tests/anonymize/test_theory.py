@@ -15,9 +15,9 @@ from teraml.anonymize._simulation import RCOND, least_squares, simulate_risk
 from teraml.anonymize._theory import (
     _excess_risk,
     _excess_risk_anisotropic,
-    _lookalike_risk_loop,
     _mp_m,
     _mp_mprime,
+    lookalike_risk_loop,
 )
 from teraml.datasets import make_lookalike_regression
 
@@ -190,17 +190,17 @@ def test_loop_reference_equals_vectorized():
         kw = dict(frac_sensitive=rng.uniform(0.05, 0.95), within_signal=rng.uniform(0, 3),
                   nonsensitive_signal=rng.uniform(0, 3), noise=rng.uniform(0, 2),
                   lam=[0.0, 1e-3, 0.1, 2.0][trial % 4], between_signal=[None, 0.7][trial % 2])
-        fast, slow = lookalike_risk(psi, **kw), _lookalike_risk_loop(psi, **kw)
+        fast, slow = lookalike_risk(psi, **kw), lookalike_risk_loop(psi, **kw)
         for key in fast:
             assert fast[key].shape == slow[key].shape == np.shape(psi)
             np.testing.assert_allclose(fast[key], slow[key], rtol=1e-12)
     # peaks: same inf and the same single warning
-    for fn in (lookalike_risk, _lookalike_risk_loop):
+    for fn in (lookalike_risk, lookalike_risk_loop):
         with pytest.warns(RuntimeWarning) as rec:
             out = fn([0.5, 1.0, 2.0], between_signal=0.2)
         assert len(rec) == 1 and np.isinf(out["full"][1]) and np.isinf(out["drop"][2])
     with pytest.raises(ValueError, match="^psi: "):
-        _lookalike_risk_loop(-1.0)
+        lookalike_risk_loop(-1.0)
 
 
 # ------------------------------------------------------------------------------------------ validation

@@ -15,11 +15,13 @@ from teraml._validation import (
     InstanceOf,
     Interval,
     Options,
+    check_columns,
     check_param,
     check_params,
+    check_same_length,
     param_error,
 )
-from teraml.anonymize._check import _min_run, resolve_columns
+from teraml.anonymize._check import min_multiplicity
 from teraml.anonymize._grouping import group_means, kd_split, kmeans_repaired, mdav
 
 logger = logging.getLogger(__name__)
@@ -159,7 +161,7 @@ class LookAlikeAnonymizer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator)
         p = check_params(self, self._parameter_constraints, form="expected")
         n, d = X.shape
         names = list(getattr(self, "feature_names_in_", range(d)))
-        p["sensitive_idx"] = np.asarray(resolve_columns(
+        p["sensitive_idx"] = np.asarray(check_columns(
             "sensitive_features", self.sensitive_features, names, by_name=hasattr(self, "feature_names_in_")),
             dtype=np.int64)
         if p["k"] > n:
@@ -236,7 +238,7 @@ class LookAlikeAnonymizer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator)
 
         Xt = X.copy()
         Xt[:, S] = self.centroids_[labels]          # one gather: members share bit-identical means
-        self.k_achieved_ = _min_run(Xt[:, S])
+        self.k_achieved_ = min_multiplicity(Xt[:, S])
         if self.k_achieved_ < k:
             raise RuntimeError(f"look-alike release is only {self.k_achieved_}-anonymous on the sensitive "
                                f"columns (k = {k}); this is a bug, please report it")
@@ -307,7 +309,6 @@ class LookAlikeAnonymizer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator)
         shuffle = check_param("shuffle", shuffle, BOOL, form="expected")
         is_frame = hasattr(X, "columns") and hasattr(X, "iloc")
         if y is not None:
-            from teraml._validation import check_same_length
             check_same_length({"X": X, "y": y})
         Xt = self._fit(X)
         n = Xt.shape[0]

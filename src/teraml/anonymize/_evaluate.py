@@ -89,8 +89,9 @@ def _test_rows(Xte, how):
 def run_splits(name: str, releases: dict[str, Callable], *, n_splits: int, first_seed: int = 0) -> dict:
     """Score every release on ``n_splits`` seeded splits of dataset ``name``.
 
-    Returns ``{release: {"loss": array, "accuracy": array (classification), "seconds": array}}``;
-    a release may also return an extra ``dict`` as a third item (e.g. its k on S), kept per split.
+    Returns ``{release: {"loss": array, "accuracy": array (classification), "seconds": array,
+    "first": the released train rows of the first split}}``; a release may also return an extra ``dict``
+    as a third item (e.g. its k on S), kept per split.
     """
     spec = DATASETS[name]
     out: dict[str, dict] = {r: {"loss": [], "accuracy": [], "seconds": [], "extra": []} for r in releases}
@@ -106,6 +107,8 @@ def run_splits(name: str, releases: dict[str, Callable], *, n_splits: int, first
             out[rname]["accuracy"].append(s.get("accuracy", np.nan))
             out[rname]["seconds"].append(seconds)
             out[rname]["extra"].append(res[2] if len(res) > 2 else {})
+            if seed == first_seed:
+                out[rname]["first"] = Xrel
     for r in out.values():
         for key in ("loss", "accuracy", "seconds"):
             r[key] = np.asarray(r[key], dtype=np.float64)

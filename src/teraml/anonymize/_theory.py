@@ -332,13 +332,13 @@ def lookalike_risk(psi, *, frac_sensitive=0.5, within_signal=1.0, nonsensitive_s
             "drop": np.asarray(drop, dtype=np.float64)}
 
 
-def _lookalike_risk_loop(psi, *, frac_sensitive=0.5, within_signal=1.0, nonsensitive_signal=1.0, noise=1.0,
+def lookalike_risk_loop(psi, *, frac_sensitive=0.5, within_signal=1.0, nonsensitive_signal=1.0, noise=1.0,
                          lam=0.0, between_signal=None) -> dict:
     """:func:`lookalike_risk` as a plain per-``psi`` loop of scalar ``math`` code (the reference).
 
     Same signature, validation, warning and results; used to test the vectorized path and to time it.
 
-    >>> float(_lookalike_risk_loop(0.5)["lookalike"]) == float(lookalike_risk(0.5)["lookalike"])
+    >>> float(lookalike_risk_loop(0.5)["lookalike"]) == float(lookalike_risk(0.5)["lookalike"])
     True
     """
     arr, (f, w, r, s2, lam, beta) = _check_inputs(psi, frac_sensitive, within_signal, nonsensitive_signal,

@@ -62,7 +62,7 @@ def torch_pruning_run(data: dict, seed: int, target_kept: float) -> dict | None:
     ratio = 1 - h / 256
     opt = torch.optim.Adam(model.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
     t0 = time.perf_counter()
-    for step, idx in enumerate(ex._batches(n, cfg["batch"], cfg["epochs"], seed)):
+    for step, idx in enumerate(ex.batches(n, cfg["batch"], cfg["epochs"], seed)):
         if step == switch:
             pruner = tp.pruner.MetaPruner(model, data["train"][0][:2],
                                           importance=tp.importance.GroupMagnitudeImportance(p=2),

@@ -13,7 +13,6 @@ import math
 import time
 import warnings
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -96,7 +95,7 @@ def criteo_net(data: dict, seed: int) -> CriteoNet:
 # ------------------------------------------------------------------------------------------------ loop
 
 
-def _batches(n: int, batch: int, epochs: int, seed: int):
+def batches(n: int, batch: int, epochs: int, seed: int):
     g = torch.Generator().manual_seed(seed)
     for _ in range(epochs):
         perm = torch.randperm(n, generator=g)
@@ -154,7 +153,7 @@ def train(data: dict, base_model: nn.Module, method: str, *, sparsity: float, bl
     opt = torch.optim.Adam(model.parameters(), lr=config["lr"], weight_decay=config["weight_decay"])
     if method.startswith("ao_"):
         ao = _AoPeer(model, method, sparsity, block, total, config)
-    for step, idx in enumerate(_batches(n, config["batch"], config["epochs"], seed)):
+    for step, idx in enumerate(batches(n, config["batch"], config["epochs"], seed)):
         loss = _loss(model, data, idx)
         opt.zero_grad()
         loss.backward()
@@ -225,8 +224,3 @@ class _AoPeer:
             out[name] = {"real_sparsity": float((W == 0).sum()) / W.numel()}
         return out
 
-
-def seeds_mean(values) -> tuple[float, float]:
-    """Mean and min over seeds."""
-    arr = np.asarray(values, dtype=np.float64)
-    return float(arr.mean()), float(arr.min())

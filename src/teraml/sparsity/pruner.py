@@ -371,10 +371,6 @@ class BlockPruner:
             return self.phases[j][0]
         return None
 
-    def current_sparsity(self) -> dict[str, float]:
-        """Fraction of blocks outside the mask, per pruned layer."""
-        return {n: 1.0 - float(p.mask.sum()) / p.n_blocks for n, p in self._params.items()}
-
     # ------------------------------------------------------------------------------------------ finalize
 
     def finalize(self) -> nn.Module:
@@ -403,16 +399,7 @@ class BlockPruner:
             with torch.no_grad():
                 module.weight.data = W.to(module.weight.dtype)
         self._finalized = True
-        self._fill_report()
         return self._model
-
-    def _fill_report(self) -> None:
-        modules = dict(self._model.named_modules())
-        for name, entry in self._report.items():
-            W = modules[name].weight.detach()
-            if name in self._params:
-                entry["kept_blocks"] = int(self._params[name].mask.sum())
-            entry["real_sparsity"] = float((W == 0).sum()) / W.numel()
 
     def report(self) -> dict[str, dict]:
         """Per candidate layer: shape, n_blocks, kept_blocks, pruned, skipped_reason, nominal_sparsity and
@@ -420,7 +407,7 @@ class BlockPruner:
         if self._model is not None:
             modules = dict(self._model.named_modules())
             for name, entry in self._report.items():
-                if name in self._params and not self._finalized:
+                if name in self._params:       # (the parametrization modules outlive finalize)
                     entry["kept_blocks"] = int(self._params[name].mask.sum())
                 W = modules[name].weight.detach()
                 entry["real_sparsity"] = float((W == 0).sum()) / W.numel()
