@@ -5,3 +5,7 @@ import importlib.util
 collect_ignore_glob = []
 if importlib.util.find_spec("pyspark") is None:
     collect_ignore_glob += ["src/teraml/hac/engines/spark.py", "src/teraml/selection/spark.py"]
+if importlib.util.find_spec("transformers") is None:
+    collect_ignore_glob += ["src/teraml/kvcache/hf.py"]
+if importlib.util.find_spec("torch") is None:
+    collect_ignore_glob += ["src/teraml/kvcache/*.py"]

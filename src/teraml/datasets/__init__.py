@@ -13,6 +13,12 @@ from __future__ import annotations
 
 from teraml._validation import check_instance
 from teraml.datasets._criteo import make_criteo_like
+from teraml.datasets._kvstreams import (
+    ClusterableKVStream,
+    NeedleKVStream,
+    make_clusterable_kv_stream,
+    make_needle_kv_stream,
+)
 from teraml.datasets._sklearn import load_breast_cancer, load_diabetes, load_digits, load_wine
 from teraml.datasets._synthetic import (
     make_aggregate_classification,
@@ -46,6 +52,10 @@ __all__ = [
     "make_leverage_regression",
     "make_lookalike_regression",
     "make_criteo_like",
+    "make_clusterable_kv_stream",
+    "make_needle_kv_stream",
+    "ClusterableKVStream",
+    "NeedleKVStream",
 ]
 
 _REGISTRY = {
