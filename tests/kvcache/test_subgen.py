@@ -557,3 +557,12 @@ def test_stream_attention_messages():
         stream_attention(ExactKV(8), q, k, v, query_positions=[10])
     with pytest.raises(ValueError, match=r"queries must have as many positions as the keys \(10\), got 9"):
         stream_attention(ExactKV(8), q[:, :, :9], k, v)
+
+
+def test_explicit_delta_still_records_rhat_for_stats():
+    k, v, q = _stream(n=100, d=8, h=1, H=2)
+    kv = SubGenKV(8, preset="llm", delta=0.7, seed=0, scale=0.5).update(k, v, queries=q)
+    rhat = float(torch.quantile(q.double().reshape(-1, 8).norm(dim=-1) * 0.5, 0.95))
+    assert float(kv.delta[0, 0]) == 0.7
+    assert kv.stats()[0]["rhat"] == pytest.approx(rhat)
+    assert math.isfinite(kv.stats()[0]["exp_factor"])

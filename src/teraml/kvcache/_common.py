@@ -21,7 +21,8 @@ import torch
 
 from teraml._validation import Interval, Options, check_instance, check_param
 
-__all__ = ["weighted_attention", "fold_queries", "unfold_queries", "check_kv", "check_queries",
+__all__ = ["weighted_attention", "prepare_weighted", "attend_prepared", "fold_queries", "unfold_queries", "check_kv",
+           "check_queries",
            "check_head_dim", "check_budget_param", "check_scale", "check_method", "StreamingKV", "layer_generators",
            "MEMORY_NOTE"]
 
@@ -105,6 +106,47 @@ def unfold_queries(out: torch.Tensor, heads: int) -> torch.Tensor:
     return out.reshape(b, heads, gn // g, d)
 
 
+def prepare_weighted(keys, values, num_w, den_w, *, dtype=torch.float32):
+    """The query-independent part of :func:`weighted_attention`: (keys, augmented values [(a/c) v, b/c], bias
+    log c with -inf where c = a + b = 0), in ``dtype``. A store caches it between updates."""
+    ct = dtype
+    k, v = keys.to(ct), values.to(ct)
+    a, b = num_w.to(ct), den_w.to(ct)
+    c = a + b
+    pos = c > 0
+    c_safe = torch.where(pos, c, torch.ones_like(c))
+    bias = torch.where(pos, torch.log(c_safe), torch.full_like(c, -math.inf))       # (b, h, L)
+    aug = torch.cat([v * (a / c_safe).unsqueeze(-1), (b / c_safe).unsqueeze(-1)], dim=-1)
+    aug = torch.where(pos.unsqueeze(-1), aug, torch.zeros_like(aug))
+    return k, aug, bias
+
+
+def attend_prepared(query, prepared, *, scale: float, causal_extra=None):
+    """:func:`weighted_attention` over a :func:`prepare_weighted` result."""
+    k, aug, bias = prepared
+    ct = k.dtype
+    q = query.to(ct) * scale
+    logits = q @ k.transpose(-1, -2) + bias.unsqueeze(-2)                             # (b, h, nq, L)
+    if causal_extra is not None:
+        k2, v2 = causal_extra[0].to(ct), causal_extra[1].to(ct)
+        nq, n2 = q.shape[-2], k2.shape[-2]
+        l2 = q @ k2.transpose(-1, -2)                                                  # (b, h, nq, n2)
+        rows = torch.arange(nq, device=q.device).unsqueeze(-1) + (n2 - nq)
+        cols = torch.arange(n2, device=q.device).unsqueeze(0)
+        l2 = l2.masked_fill(cols > rows, -math.inf)
+        logits = torch.cat([logits, l2], dim=-1)
+        aug = torch.cat([aug, torch.cat([v2, torch.ones_like(v2[..., :1])], dim=-1)], dim=-2)
+    if logits.shape[-1] == 0:
+        return q.new_zeros(*q.shape[:-1], aug.shape[-1] - 1)
+    mx = logits.amax(dim=-1, keepdim=True)
+    mx = torch.where(torch.isinf(mx) & (mx < 0), torch.zeros_like(mx), mx)
+    out = torch.exp(logits - mx) @ aug
+    num, den = out[..., :-1], out[..., -1:]
+    den_ok = den > 0
+    z = num / torch.where(den_ok, den, torch.ones_like(den))
+    return torch.where(den_ok, z, torch.zeros_like(z))
+
+
 def weighted_attention(query, keys, values, num_w, den_w, *, scale: float, causal_extra=None):
     """z = sum a e v / sum b e with one shared maximum (float32 reduction, float64 for float64 input).
 
@@ -120,36 +162,8 @@ def weighted_attention(query, keys, values, num_w, den_w, *, scale: float, causa
     True
     """
     ct = torch.float64 if query.dtype == torch.float64 else torch.float32
-    q = query.to(ct) * scale
-    k, v = keys.to(ct), values.to(ct)
-    a, b = num_w.to(ct), den_w.to(ct)
-    c = a + b
-    pos = c > 0
-    c_safe = torch.where(pos, c, torch.ones_like(c))
-    bias = torch.where(pos, torch.log(c_safe), torch.full_like(c, -math.inf))       # (b, h, L)
-    logits = q @ k.transpose(-1, -2) + bias.unsqueeze(-2)                             # (b, h, nq, L)
-    aug = torch.cat([v * (a / c_safe).unsqueeze(-1), (b / c_safe).unsqueeze(-1)], dim=-1)
-    aug = torch.where(pos.unsqueeze(-1), aug, torch.zeros_like(aug))
-    if causal_extra is not None:
-        k2, v2 = causal_extra[0].to(ct), causal_extra[1].to(ct)
-        nq, n2 = q.shape[-2], k2.shape[-2]
-        l2 = q @ k2.transpose(-1, -2)                                                  # (b, h, nq, n2)
-        rows = torch.arange(nq, device=q.device).unsqueeze(-1) + (n2 - nq)
-        cols = torch.arange(n2, device=q.device).unsqueeze(0)
-        l2 = l2.masked_fill(cols > rows, -math.inf)
-        logits = torch.cat([logits, l2], dim=-1)
-        aug = torch.cat([aug, torch.cat([v2, torch.ones_like(v2[..., :1])], dim=-1)], dim=-2)
-    if logits.shape[-1] == 0:
-        return q.new_zeros(*q.shape[:-1], values.shape[-1])
-    mx = logits.amax(dim=-1, keepdim=True)
-    empty = torch.isinf(mx) & (mx < 0)
-    mx = torch.where(empty, torch.zeros_like(mx), mx)
-    p = torch.exp(logits - mx)
-    out = p @ aug
-    num, den = out[..., :-1], out[..., -1:]
-    den_ok = den > 0
-    z = num / torch.where(den_ok, den, torch.ones_like(den))
-    return torch.where(den_ok, z, torch.zeros_like(z))
+    return attend_prepared(query, prepare_weighted(keys, values, num_w, den_w, dtype=ct), scale=scale,
+                           causal_extra=causal_extra)
 
 
 def layer_generators(seed, n: int, device="cpu") -> list:
@@ -196,6 +210,7 @@ class StreamingKV:
         self.batch = None
         self.kv_heads = None
         self.seen = 0
+        self._prepared = None
         self.generator = layer_generators(self.seed, 1, self.device)[0]
         self._reset_state()
         return self
@@ -220,6 +235,7 @@ class StreamingKV:
             self._init_state()
         if keys.shape[2] == 0:
             return self
+        self._prepared = None
         self._insert(keys.to(self.device), values.to(self.device),
                      None if queries is None else queries.to(self.device))
         self.seen += int(keys.shape[2])
@@ -245,11 +261,18 @@ class StreamingKV:
             num = extra[0].new_zeros(b, hkv, 0)
             ws = (k, k, num, num)
         else:
-            ws = self.weighted_set()
-            if extra is None and int(ws[3].ne(0).sum()) == 0 and int(ws[2].ne(0).sum()) == 0:
+            ws = None
+        ct = torch.float64 if queries.dtype == torch.float64 else torch.float32
+        if ws is not None:
+            prepared = prepare_weighted(*ws, dtype=ct)
+        else:
+            if self._prepared is None or self._prepared[0].dtype != ct:
+                self._prepared = prepare_weighted(*self.weighted_set(), dtype=ct)
+            prepared = self._prepared
+            if extra is None and not bool(torch.isfinite(prepared[2]).any()):
                 warnings.warn(f"attend() on an empty {type(self).__name__} returns zeros", RuntimeWarning,
                               stacklevel=2)
-        keys, values, num_w, den_w = ws
+        keys = prepared[0]
         hkv = keys.shape[1]
         q = fold_queries(queries.to(keys.device), hkv)
         if extra is not None:
@@ -259,11 +282,10 @@ class StreamingKV:
             outs = []
             qb = q.reshape(q.shape[0], hkv, g, nq, self.head_dim)
             for i in range(g):
-                outs.append(weighted_attention(qb[:, :, i], keys, values, num_w, den_w, scale=self.scale,
-                                               causal_extra=extra))
+                outs.append(attend_prepared(qb[:, :, i], prepared, scale=self.scale, causal_extra=extra))
             out = torch.stack(outs, dim=2).reshape(q.shape[0], hkv, g * nq, -1)
         else:
-            out = weighted_attention(q, keys, values, num_w, den_w, scale=self.scale)
+            out = attend_prepared(q, prepared, scale=self.scale)
         return unfold_queries(out, queries.shape[1]).to(queries.dtype)
 
     def observe(self, queries):
@@ -312,6 +334,7 @@ class StreamingKV:
 
     def load_state_dict(self, state: dict):
         """Restore a :meth:`state_dict` (the parameters must match)."""
+        self._prepared = None
         self.seen, self.batch, self.kv_heads = state["seen"], state["batch"], state["kv_heads"]
         self.generator.set_state(state["generator"].clone())
         if self.batch is not None:
@@ -325,6 +348,7 @@ class StreamingKV:
         if self.batch is None:
             return self
         index = torch.as_tensor(index, dtype=torch.long).to(self.device)
+        self._prepared = None
         state = self._state_tensors()
         for name, value in state.items():
             if isinstance(value, torch.Tensor) and value.ndim >= 1 and value.shape[0] == self.batch:

@@ -273,7 +273,7 @@ class SubGenKV(StreamingKV):
         return super().update(keys, values, queries)
 
     def _insert(self, keys, values, queries):
-        if queries is not None and self.delta_param == "auto" and bool(torch.isnan(self.delta).any()):
+        if queries is not None and self.sketched == 0:
             q = fold_queries(queries, self.kv_heads).to(torch.float64)
             self._q_norms.append(q.norm(dim=-1) * self.scale)               # (b, Hkv, g*n)
         n = keys.shape[2]
@@ -304,15 +304,18 @@ class SubGenKV(StreamingKV):
             self.sketched += over
 
     def _fix_delta(self):
-        if not bool(torch.isnan(self.delta).any()):
+        """At the first fold: r^ from the queries seen so far (for ``stats()``), and delta = ln(gamma) / (2 r^)
+        when delta is ``"auto"``."""
+        if not self._q_norms and not bool(torch.isnan(self.delta).any()):
             return
         norms = torch.cat(self._q_norms, dim=-1) if self._q_norms else None
-        if norms is None or norms.shape[-1] == 0:
-            raise ValueError("delta='auto' needs queries at the first update")
-        rhat = torch.quantile(norms, 0.95, dim=-1).clamp_min(1e-12)
-        self.rhat = rhat
-        self.delta = math.log(self.max_exp_ratio) / (2.0 * rhat)
         self._q_norms = []
+        if norms is not None and norms.shape[-1] > 0 and bool(torch.isnan(self.rhat).all()):
+            self.rhat = torch.quantile(norms, 0.95, dim=-1).clamp_min(1e-12)
+        if bool(torch.isnan(self.delta).any()):
+            if bool(torch.isnan(self.rhat).any()):
+                raise ValueError("delta='auto' needs queries at the first update")
+            self.delta = math.log(self.max_exp_ratio) / (2.0 * self.rhat)
 
     def _flat(self, name):
         x = getattr(self, name)
