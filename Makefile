@@ -37,7 +37,7 @@ test: $(STAMP)
 test-all: $(STAMP)
 	$(PY) -m pytest -q -m "slow or not slow" $(PYTEST_ARGS)
 
-BENCHMARKS ?= hyperattention aggregate hac selection spark tinylm anonymize sparsity
+BENCHMARKS ?= hyperattention aggregate hac selection spark tinylm anonymize sparsity subgen
 
 bench: $(STAMP)
 	$(PY) -m pip install --quiet -e ".[$(EXTRAS),bench]"

@@ -18,7 +18,7 @@ Example
 >>> [name for name, _ in REGISTRY][:2]
 ['datasets', 'tinylm']
 >>> sorted(BENCHMARKS)
-['aggregate', 'anonymize', 'hac', 'hyperattention', 'selection', 'spark', 'sparsity', 'tinylm']
+['aggregate', 'anonymize', 'hac', 'hyperattention', 'selection', 'spark', 'sparsity', 'subgen', 'tinylm']
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ REGISTRY: list[tuple[str, str]] = [
     ("spark", "teraml.hac._bench_spark:demo"),
     ("anonymize", "teraml.anonymize._bench:demo"),
     ("sparsity", "teraml.sparsity._bench:demo"),
+    ("subgen", "teraml.kvcache._bench:demo"),
 ]
 
 #: Registered benchmarks: ``teraml bench NAME`` runs ``run()`` of the module (results/NAME.json + report).
@@ -52,6 +53,7 @@ BENCHMARKS: dict[str, str] = {
     "spark": "teraml.hac._bench_spark",
     "anonymize": "teraml.anonymize._bench",
     "sparsity": "teraml.sparsity._bench",
+    "subgen": "teraml.kvcache._bench",
 }
 
 

@@ -358,7 +358,7 @@ def lm_suite(*, quick=False, budgets=None, n_windows=None, prefill=128, steps=No
         "agree": agree, "decode_steps": T, "seed": seed, "offsets": [int(o) for o in offsets],
         "batch_rows": rows_in_batch, "model": info, "n_layers": n_layers, "kv_heads": kv_heads,
         "head_dim": head_dim, "full_vectors": full_vectors, "full_bytes": full_bytes, "ref_bpb": ref_bpb,
-        "g1_max_abs_diff": g1_diff, "M": M, "budget_M": budget_M, "rows": rows,
+        "g1_max_abs_diff": g1_diff, "g1_seconds": g1_run.seconds, "M": M, "budget_M": budget_M, "rows": rows,
     }
     res["checks"] = _checks(res)
     res["seconds"] = time.perf_counter() - t_start

@@ -376,8 +376,24 @@ class SubGenKV(StreamingKV):
             rad = self._flat("radii")
             rad[gi, ci] = torch.maximum(rad[gi, ci], best[gi].clamp_min(0).sqrt())
         if not bool(join.all()):
-            for g in torch.nonzero(~join).flatten().tolist():
+            opens = torch.nonzero(~join).flatten()
+            m = self.m.view(-1)
+            full = (m[opens] >= self.max_clusters) if self.max_clusters is not None else torch.zeros_like(opens,
+                                                                                                      dtype=torch.bool)
+            for g in opens[full].tolist():                     # the cap is reached: merge first (rare)
                 self._open_or_overflow(g, k[g], v[g])
+            gi = opens[~full]
+            if gi.numel():                                     # open a cluster in every other group at once
+                ci = m[gi]
+                self._grow(int(ci.max()) + 1)
+                kk = k[gi].to(self.dtype)
+                self._flat("centers")[gi, ci] = kk
+                self._flat("counts")[gi, ci] = 1.0
+                self._flat("radii")[gi, ci] = 0.0
+                self._flat("a_keys")[gi, ci] = kk.unsqueeze(1).expand(-1, t, -1)
+                if self.a_values is not None:
+                    self._flat("a_values")[gi, ci] = v[gi].to(self.dtype).unsqueeze(1).expand(-1, t, -1)
+                m[gi] = ci + 1
         if self.value_estimator == "l2":
             self._b_token(k, v)
 
