@@ -35,7 +35,7 @@ SNIPPETS = _snippets()
 def test_readme_has_a_snippet_per_component():
     text = "\n".join(SNIPPETS)
     for package in ("teraml.attention", "teraml.aggregate", "teraml.hac", "teraml.datasets", "teraml.models",
-                    "teraml.selection"):
+                    "teraml.selection", "teraml.kvcache"):
         assert package in text or package.replace("teraml.", "from teraml import ") in text, package
 
 

@@ -125,6 +125,18 @@ def attend_prepared(query, prepared, *, scale: float, causal_extra=None):
     """:func:`weighted_attention` over a :func:`prepare_weighted` result."""
     k, aug, bias = prepared
     ct = k.dtype
+    if causal_extra is None:
+        # softmax (one shared maximum) of the logits plus the log-weights, times the augmented values: the softmax
+        # normalisation cancels in the ratio P[:d] / P[d]; a row with no entry (all -inf) is NaN, then 0.
+        # (torch's fused SDPA takes this too, but falls back to a slow path for the d+1 value columns.)
+        if k.shape[-2] == 0:
+            return query.new_zeros(*query.shape[:-1], aug.shape[-1] - 1).to(ct)
+        logits = (query.to(ct) * scale) @ k.transpose(-1, -2) + bias.unsqueeze(-2)
+        out = torch.softmax(logits, dim=-1) @ aug
+        num, den = out[..., :-1], out[..., -1:]
+        den_ok = den > 0
+        z = num / torch.where(den_ok, den, torch.ones_like(den))
+        return torch.where(den_ok, z, torch.zeros_like(z))
     q = query.to(ct) * scale
     logits = q @ k.transpose(-1, -2) + bias.unsqueeze(-2)                             # (b, h, nq, L)
     if causal_extra is not None:
@@ -269,7 +281,7 @@ class StreamingKV:
             if self._prepared is None or self._prepared[0].dtype != ct:
                 self._prepared = prepare_weighted(*self.weighted_set(), dtype=ct)
             prepared = self._prepared
-            if extra is None and not bool(torch.isfinite(prepared[2]).any()):
+            if extra is None and self.seen == 0:
                 warnings.warn(f"attend() on an empty {type(self).__name__} returns zeros", RuntimeWarning,
                               stacklevel=2)
         keys = prepared[0]
