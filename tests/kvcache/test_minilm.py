@@ -109,8 +109,9 @@ def test_quick_suite(quick):
     ids = [c["id"] for c in res["checks"]]
     assert "S5" in ids and "S5-h7" in ids and "S5-slope" in ids and "S5-zero" in ids
     gate = next(c for c in res["checks"] if c["id"] == "S5")
-    assert gate["pass"] in (True, False) and gate["threshold"] == "<= 1"
-    assert all(c["pass"] is None for c in res["checks"] if c["id"].startswith("S5-") and c["id"] != "S5-h7")
+    # at the CI size (m ~ 2 sqrt(n) leaves the sketch no room) the gate is reported; it is gated at n = 16000
+    assert gate["pass"] is None and gate["threshold"].startswith("reported")
+    assert all(c["pass"] is None for c in res["checks"] if c["id"].startswith("S5-"))
 
 
 def test_report(quick):
