@@ -442,7 +442,7 @@ def test_input_errors():
     kv.update(k, k)
     _raises("queries must have a head count divisible by kv_heads=2, got 3", kv.observe, torch.randn(1, 3, 1, 4))
     _raises("keys must have shape (batch, kv_heads, n, 4), got (1, 2, 5, 3)", kv.update, k[..., :3], k[..., :3])
-    _raises("keys have (batch, kv_heads)=(2, 2) but this store holds (1, 2)", kv.update, k.repeat(2, 1, 1, 1),
+    _raises("keys have (batch, kv_heads)=(2, 2) but this H2OKV holds (1, 2)", kv.update, k.repeat(2, 1, 1, 1),
             k.repeat(2, 1, 1, 1))
     bad = k.clone()
     bad[0, 1, 3, 0] = math.inf

@@ -360,9 +360,15 @@ def test_padding_raises(model):
                            **{CACHE_KW: SubGenCache(model, preset="llm", budget=BUDGET, seed=0)})
     mask = torch.ones_like(prompt)
     mask[1, -2:] = 0                               # right padding
+    cache = BaselineCache(model, "exact", budget=1)
     with pytest.raises(ValueError, match="^BaselineCache does not support padded batches$"):
         with torch.no_grad():
-            model(prompt, attention_mask=mask, use_cache=True, **{CACHE_KW: BaselineCache(model, "exact", budget=1)})
+            model(prompt, attention_mask=mask, use_cache=True, **{CACHE_KW: cache})
+    # the failed call's tokens are dropped: the same cache then runs the unpadded prompt like a fresh one
+    with torch.no_grad():
+        out = model(prompt, use_cache=True, **{CACHE_KW: cache}).logits
+        ref = model(prompt, use_cache=True, **{CACHE_KW: BaselineCache(model, "exact", budget=1)}).logits
+    assert torch.equal(out, ref) and cache.get_seq_length() == prompt.shape[1]
 
 
 def test_non_full_attention_layers_raise():

@@ -273,23 +273,73 @@ def test_chunk_slot_draw_zero_weights_keep():
 
 
 def test_merge_keeps_slots_uniform():
-    """Clusters of 3 and 5 members merged: each slot is uniform over the 8 members (chi-square)."""
+    """Clusters of 3 and 5 members merged by the budget's doubling rule: each slot is uniform over the 8 members."""
     t = 20_000
-    base = torch.zeros(8, 2)
+    base = torch.zeros(9, 2)
     base[:3, 0] = torch.tensor([0.0, 0.01, 0.02])
-    base[3:, 0] = torch.tensor([1.0, 1.01, 1.02, 1.03, 1.04])
-    k = base.reshape(1, 1, 8, 2)
-    v = torch.arange(8, dtype=torch.float32).reshape(1, 1, 8, 1).expand(1, 1, 8, 2).contiguous()
-    kv = SubGenKV(2, delta=0.3, t=t, value_estimator="cluster", scale=1.0, seed=0)
-    for j in range(8):
+    base[3:8, 0] = torch.tensor([1.0, 1.01, 1.02, 1.03, 1.04])
+    base[8, 0] = 10.0                                       # opens a third cluster: the cap of 2 forces a merge
+    k = base.reshape(1, 1, 9, 2)
+    v = torch.arange(9, dtype=torch.float32).reshape(1, 1, 9, 1).expand(1, 1, 9, 2).contiguous()
+    budget = 1 + 2 * t                                      # cluster mode, no window or sinks: room for 2 clusters
+    kv = SubGenKV(2, delta=0.3, t=t, value_estimator="cluster", recent_window=0, n_sink=0, budget=budget,
+                  scale=1.0, seed=0)
+    assert kv.max_clusters == 2
+    for j in range(9):
         kv.update(k[:, :, j:j + 1], v[:, :, j:j + 1])
-    assert int(kv.m[0, 0]) == 2
-    kv.delta[0, 0] = 0.6      # the doubling makes it 1.2 >= the centre distance 1.0
-    kv._merge(0)
-    assert int(kv.m[0, 0]) == 1 and float(kv.counts[0, 0, 0]) == 8
+    st_ = kv.stats()[0]
+    assert st_["merges"] == 2 and st_["clusters"] == 2 and st_["delta"] == pytest.approx(1.2)
+    assert kv.counts[0, 0, :2].tolist() == [8.0, 1.0]
     ids = kv.a_values[0, 0, 0, :, 0].long().numpy()
     observed = np.bincount(ids, minlength=8)
+    assert observed.sum() == t and observed.size == 8
     assert stats.chisquare(observed, np.full(8, t / 8)).pvalue > 1e-3
+
+
+def test_overflow_raise_leaves_the_state_unchanged():
+    g = torch.Generator().manual_seed(0)
+    kv = SubGenKV(4, preset="llm", budget=20, recent_window=2, n_sink=0, delta=1e-3, on_overflow="raise", seed=0)
+    k = torch.randn(1, 1, 50, 4, generator=g)
+    with pytest.raises(MemoryError):
+        kv.update(k, k)
+    assert kv.seen == 0 and kv.memory_bytes() == 0
+    kv.update(k[:, :, :3], k[:, :, :3])
+    snap = kv.state_dict()
+    with pytest.raises(MemoryError):
+        kv.update(k[:, :, 3:], k[:, :, 3:])
+    after = kv.state_dict()
+    assert after["seen"] == snap["seen"] == 3
+    for n in snap:
+        if isinstance(snap[n], torch.Tensor):
+            assert snap[n].shape == after[n].shape and bool(((snap[n] == after[n]) | (snap[n] != snap[n])).all()), n
+
+
+def test_load_state_dict_refuses_other_parameters():
+    k, v, q = _stream(n=50, d=8)
+    snap = SubGenKV(8, preset="paper", delta=0.5, seed=0).update(k, v).state_dict()
+    with pytest.raises(ValueError, match=r"state_dict was saved by a store with other parameters: \[.*'preset'"):
+        SubGenKV(8, preset="llm", delta=0.5).load_state_dict(snap)
+
+
+def test_query_positions_accept_arrays_ranges_and_tensors():
+    k, v, q = _stream(n=20, d=8)
+    ref = stream_attention(ExactKV(8), q, k, v, query_positions=[3, 19])
+    for pos in (np.array([3, 19]), torch.tensor([3, 19]), (3, 19)):
+        assert torch.equal(stream_attention(ExactKV(8), q, k, v, query_positions=pos), ref)
+    assert stream_attention(ExactKV(8), q, k, v, query_positions=range(3)).shape[2] == 3
+    with pytest.raises(ValueError, match=r"query_positions must be a sequence of positions in \[0, 20\)"):
+        stream_attention(ExactKV(8), q, k, v, query_positions=np.array([1.5]))
+
+
+def test_integer_keys_and_bool_reorder():
+    kv = SubGenKV(4, delta=0.5)
+    with pytest.raises(TypeError, match="keys must have a floating dtype; got torch.int64"):
+        kv.update(torch.zeros(1, 1, 2, 4, dtype=torch.long), torch.zeros(1, 1, 2, 4))
+    k, v, q = _stream(n=30, d=4, b=3)
+    kv = SubGenKV(4, delta=0.5, seed=0).update(k, v)
+    full = kv.attend(q[:, :, -1:])
+    kv.reorder(torch.tensor([True, False, True]))
+    assert kv.batch == 2 and torch.allclose(kv.attend(q[[0, 2]][:, :, -1:]), full[[0, 2]])
 
 
 # ------------------------------------------------------------------------------------------- invariants
@@ -532,7 +582,7 @@ def test_input_messages():
     with pytest.raises(ValueError, match=r"keys contain NaN or inf \(first at token index 3\)"):
         kv.update(bad, k)
     kv.update(k, k)
-    with pytest.raises(ValueError, match=r"keys have \(batch, kv_heads\)=\(1, 3\) but this store holds \(1, 2\)"):
+    with pytest.raises(ValueError, match=r"keys have \(batch, kv_heads\)=\(1, 3\) but this SubGenKV holds \(1, 2\)"):
         kv.update(torch.randn(1, 3, 1, 8), torch.randn(1, 3, 1, 8))
     with pytest.raises(ValueError, match="queries must have a head count divisible by kv_heads=2, got 3"):
         kv.attend(torch.randn(1, 3, 1, 8))

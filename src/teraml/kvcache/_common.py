@@ -19,10 +19,10 @@ import warnings
 import numpy as np
 import torch
 
-from teraml._validation import Interval, Options, check_instance, check_param
+from teraml._validation import Interval, Options, Satisfies, check_instance, check_param, check_tensor
 
 __all__ = ["weighted_attention", "prepare_weighted", "attend_prepared", "fold_queries", "unfold_queries", "check_kv",
-           "check_queries",
+           "check_queries", "batch_index",
            "check_head_dim", "check_budget_param", "check_scale", "check_method", "StreamingKV", "layer_generators",
            "MEMORY_NOTE"]
 
@@ -51,20 +51,27 @@ def check_method(method, methods) -> str:
     return check_param("method", method, [Options(*methods, text=text)], sep=_SEP)
 
 
-def check_kv(keys, values, head_dim: int, held: tuple | None):
-    """Check an update's keys and values: tensors of shape (batch, kv_heads, n, head_dim), the same shape,
-    the (batch, kv_heads) this store holds (``held``; None before the first update), finite."""
+def check_kv(keys, values, head_dim: int, held: tuple | None, owner: str = "store"):
+    """Check an update's keys and values: floating tensors of shape (batch, kv_heads, n, head_dim), the same
+    shape, the (batch, kv_heads) this ``owner`` holds (``held``; None before the first update), finite.
+
+    >>> check_kv(torch.zeros(1, 2, 3, 4), torch.zeros(1, 2, 3, 4), 4, (1, 2), "SubGenKV")
+    >>> check_kv(torch.zeros(1, 3, 3, 4), torch.zeros(1, 3, 3, 4), 4, (1, 2), "SubGenKV")
+    Traceback (most recent call last):
+    ...
+    ValueError: keys have (batch, kv_heads)=(1, 3) but this SubGenKV holds (1, 2)
+    """
     check_instance("keys", keys, torch.Tensor, "a torch.Tensor", sep=_SEP)
     check_instance("values", values, torch.Tensor, "a torch.Tensor", sep=_SEP)
-    if keys.ndim != 4 or keys.shape[-1] != head_dim or not keys.is_floating_point():
+    check_tensor("keys", keys, floating=True)
+    check_tensor("values", values, floating=True)
+    if keys.ndim != 4 or keys.shape[-1] != head_dim:
         raise ValueError(f"keys must have shape (batch, kv_heads, n, {head_dim}), got {tuple(keys.shape)}")
     if values.shape != keys.shape:
         raise ValueError(f"keys and values must have the same shape, got {tuple(keys.shape)} and "
                          f"{tuple(values.shape)}")
-    if not values.is_floating_point():
-        raise ValueError(f"values must have a floating dtype, got {values.dtype}")
     if held is not None and tuple(keys.shape[:2]) != tuple(held):
-        raise ValueError(f"keys have (batch, kv_heads)={tuple(keys.shape[:2])} but this store holds {tuple(held)}")
+        raise ValueError(f"keys have (batch, kv_heads)={tuple(keys.shape[:2])} but this {owner} holds {tuple(held)}")
     skip = keys.is_cuda and keys.shape[2] == 1
     if not skip:
         for name, x in (("keys", keys), ("values", values)):
@@ -77,7 +84,8 @@ def check_kv(keys, values, head_dim: int, held: tuple | None):
 def check_queries(queries, head_dim: int, kv_heads: int | None, batch: int | None = None, n: int | None = None):
     """Queries are (batch, heads, n, head_dim) with heads divisible by the kv-head count."""
     check_instance("queries", queries, torch.Tensor, "a torch.Tensor", sep=_SEP)
-    if queries.ndim != 4 or queries.shape[-1] != head_dim or not queries.is_floating_point():
+    check_tensor("queries", queries, floating=True)
+    if queries.ndim != 4 or queries.shape[-1] != head_dim:
         raise ValueError(f"queries must have shape (batch, heads, n, {head_dim}), got {tuple(queries.shape)}")
     if kv_heads is not None and queries.shape[1] % kv_heads:
         raise ValueError(f"queries must have a head count divisible by kv_heads={kv_heads}, got {queries.shape[1]}")
@@ -178,6 +186,18 @@ def weighted_attention(query, keys, values, num_w, den_w, *, scale: float, causa
                            causal_extra=causal_extra)
 
 
+def batch_index(index, device) -> torch.Tensor:
+    """A batch selection as long indices: a bool mask becomes the positions it keeps.
+
+    >>> batch_index(torch.tensor([True, False, True]), "cpu").tolist(), batch_index([2, 0], "cpu").tolist()
+    ([0, 2], [2, 0])
+    """
+    index = torch.as_tensor(index)
+    if index.dtype == torch.bool:
+        index = torch.nonzero(index.reshape(-1)).flatten()
+    return index.to(device=device, dtype=torch.long).reshape(-1)
+
+
 def layer_generators(seed, n: int, device="cpu") -> list:
     """``n`` independent torch generators from ``numpy.random.SeedSequence(seed).spawn(n)`` (a fresh random
     seed when ``seed`` is None).
@@ -210,9 +230,8 @@ class StreamingKV:
         self.scale = float(scale) if scale is not None else 1.0 / math.sqrt(self.head_dim)
         self.device = torch.device(device) if device is not None else torch.device("cpu")
         check_instance("dtype", dtype, torch.dtype, "a torch.dtype", sep=_SEP)
-        if not dtype.is_floating_point:
-            raise ValueError(f"dtype must be a floating torch.dtype, got {dtype}")
-        self.dtype = dtype
+        self.dtype = check_param("dtype", dtype, [Satisfies(lambda d: d.is_floating_point, "a floating torch.dtype",
+                                                            types=torch.dtype)], sep=_SEP)
         self.seed = check_param("seed", seed, [None, Interval("int", 0)], expected="an int >= 0 or None", sep=_SEP)
         self.reset()
 
@@ -239,7 +258,7 @@ class StreamingKV:
         """Insert ``n`` tokens (``keys``, ``values``: (b, Hkv, n, d)) in stream order; ``queries`` (b, H, n, d)
         are the queries of the same positions (used by H2O's scores and SubGen's ``delta='auto'``).
         Returns ``self``."""
-        check_kv(keys, values, self.head_dim, self.held)
+        check_kv(keys, values, self.head_dim, self.held, type(self).__name__)
         if queries is not None:
             check_queries(queries, self.head_dim, keys.shape[1], keys.shape[0], keys.shape[2])
         if self.batch is None:
@@ -261,6 +280,13 @@ class StreamingKV:
 
         ``extra`` = (keys, values) of (b, Hkv, n, d) exact tokens that query i sees causally (the last
         nq queries are the last nq of them), as in a chunked prefill.
+
+        >>> from teraml.kvcache import ExactKV
+        >>> k = torch.randn(1, 1, 6, 4); kv = ExactKV(4).update(k, k)
+        >>> q = torch.randn(1, 2, 1, 4)                      # 2 query heads share the kv head
+        >>> ref = torch.nn.functional.scaled_dot_product_attention(q, k.expand(1, 2, 6, 4), k.expand(1, 2, 6, 4))
+        >>> bool(torch.allclose(kv.attend(q), ref, atol=1e-6))
+        True
         """
         check_queries(queries, self.head_dim, self.kv_heads, self.batch)
         if self.batch is None:
@@ -306,7 +332,12 @@ class StreamingKV:
         return self
 
     def weighted_set(self):
-        """(keys, values, num_w, den_w): (b, Hkv, L, d) x 2 and (b, Hkv, L) float32 x 2 (padding has 0, 0)."""
+        """(keys, values, num_w, den_w): (b, Hkv, L, d) x 2 and (b, Hkv, L) float32 x 2 (padding has 0, 0).
+
+        >>> from teraml.kvcache import ExactKV
+        >>> [x.shape for x in ExactKV(4).update(torch.ones(1, 1, 3, 4), torch.ones(1, 1, 3, 4)).weighted_set()]
+        [torch.Size([1, 1, 3, 4]), torch.Size([1, 1, 3, 4]), torch.Size([1, 1, 3]), torch.Size([1, 1, 3])]
+        """
         raise NotImplementedError
 
     def stored_vectors(self) -> torch.Tensor:
@@ -331,13 +362,21 @@ class StreamingKV:
     def _state_tensors(self) -> dict:
         raise NotImplementedError
 
+    #: constructor parameters that shape the state (``load_state_dict`` refuses a state saved with others)
+    _PARAM_NAMES: tuple = ()
+
+    def _params(self) -> dict:
+        out = {"class": type(self).__name__, "head_dim": self.head_dim, "dtype": str(self.dtype)}
+        out.update({k: getattr(self, k, None) for k in self._PARAM_NAMES})
+        return out
+
     def _load_state_tensors(self, state: dict) -> None:
         for name, value in state.items():
             setattr(self, name, value.clone() if isinstance(value, torch.Tensor) else value)
 
     def state_dict(self) -> dict:
         """A deep copy of the state (tensors, counters and the generator state)."""
-        out = {"seen": self.seen, "batch": self.batch, "kv_heads": self.kv_heads,
+        out = {"params": self._params(), "seen": self.seen, "batch": self.batch, "kv_heads": self.kv_heads,
                "generator": self.generator.get_state().clone()}
         if self.batch is not None:
             for name, value in self._state_tensors().items():
@@ -346,12 +385,17 @@ class StreamingKV:
 
     def load_state_dict(self, state: dict):
         """Restore a :meth:`state_dict` (the parameters must match)."""
+        params = state.get("params")
+        if params is not None and params != self._params():
+            diff = sorted(k for k in set(params) | set(self._params()) if params.get(k) != self._params().get(k))
+            raise ValueError(f"state_dict was saved by a store with other parameters: {diff} differ "
+                             f"({ {k: params.get(k) for k in diff} } vs { {k: self._params().get(k) for k in diff} })")
         self._prepared = None
         self.seen, self.batch, self.kv_heads = state["seen"], state["batch"], state["kv_heads"]
         self.generator.set_state(state["generator"].clone())
         if self.batch is not None:
             self._load_state_tensors({k: v for k, v in state.items()
-                                      if k not in ("seen", "batch", "kv_heads", "generator")})
+                                      if k not in ("params", "seen", "batch", "kv_heads", "generator")})
         return self
 
     def reorder(self, index):
@@ -359,7 +403,7 @@ class StreamingKV:
         search). Every state tensor has leading dims (batch, kv_heads)."""
         if self.batch is None:
             return self
-        index = torch.as_tensor(index, dtype=torch.long).to(self.device)
+        index = batch_index(index, self.device)
         self._prepared = None
         state = self._state_tensors()
         for name, value in state.items():
@@ -375,11 +419,13 @@ class StreamingKV:
         if device == self.device:
             return self
         state = {k: v for k, v in self.state_dict().items()}
-        seed = int(torch.randint(0, 2**62, (1,), generator=self.generator))
+        seed = int(torch.randint(0, 2**62, (1,), generator=self.generator, device=self.generator.device))
         self.device = device
         for k, v in state.items():
             if isinstance(v, torch.Tensor) and k != "generator":
                 state[k] = v.to(device)
+            elif isinstance(v, list):
+                state[k] = [x.to(device) if isinstance(x, torch.Tensor) else x for x in v]
         self.generator = torch.Generator(device=device)
         self.generator.manual_seed(seed)
         state["generator"] = self.generator.get_state()

@@ -35,6 +35,7 @@ class ExactKV(StreamingKV):
     """
 
     method = "exact"
+    _PARAM_NAMES = ("scale",)
 
     def __init__(self, head_dim, *, scale=None, device=None, dtype=torch.float32):
         super().__init__(head_dim, scale=scale, device=device, dtype=dtype, seed=None)
@@ -150,6 +151,7 @@ class SinkWindowKV(_KeptTokensKV):
     """
 
     method = "sink_window"
+    _PARAM_NAMES = ("budget", "n_sink", "scale")
 
     def __init__(self, head_dim, *, budget, n_sink=4, scale=None, device=None, dtype=torch.float32):
         budget = check_budget_param(budget, allow_none=False)
@@ -190,6 +192,7 @@ class KeyNormKV(_KeptTokensKV):
     """
 
     method = "key_norm"
+    _PARAM_NAMES = ("budget", "scale")
 
     def __init__(self, head_dim, *, budget, scale=None, device=None, dtype=torch.float32):
         super().__init__(head_dim, budget=budget, scale=scale, device=device, dtype=dtype)
@@ -241,6 +244,7 @@ class UniformKV(_KeptTokensKV):
     """
 
     method = "uniform"
+    _PARAM_NAMES = ("budget", "scale")
 
     def __init__(self, head_dim, *, budget, seed=None, scale=None, device=None, dtype=torch.float32):
         super().__init__(head_dim, budget=budget, scale=scale, device=device, dtype=dtype, seed=seed)
@@ -295,6 +299,7 @@ class H2OKV(_KeptTokensKV):
     """
 
     method = "h2o"
+    _PARAM_NAMES = ("budget", "recent_fraction", "scale")
     _BLOCK = 256
 
     def __init__(self, head_dim, *, budget, recent_fraction=0.5, scale=None, device=None, dtype=torch.float32):

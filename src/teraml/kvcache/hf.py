@@ -81,9 +81,12 @@ def enable(model) -> str:
     and runs transformers' SDPA forward on every other call (other caches, no cache), so an enabled model
     gives the same outputs as with ``"sdpa"`` elsewhere. Undo with ``model.set_attn_implementation(previous)``.
 
-    >>> previous = enable(model)      # doctest: +SKIP
-    >>> previous, model.config._attn_implementation      # doctest: +SKIP
-    ('sdpa', 'teraml_kv')
+    >>> import transformers
+    >>> model = transformers.LlamaForCausalLM(transformers.LlamaConfig(vocab_size=64, hidden_size=32,
+    ...     intermediate_size=64, num_hidden_layers=1, num_attention_heads=4, num_key_value_heads=2))
+    >>> previous = enable(model)
+    >>> model.config._attn_implementation
+    'teraml_kv'
     """
     check_instance("model", model, PreTrainedModel, "a transformers PreTrainedModel", sep=_SEP)
     _register()
@@ -252,7 +255,16 @@ class _StreamLayer(CacheLayerMixin):
         return keys, values
 
     def attend(self, tag, query, keys, values, attention_mask, kwargs):
-        """The attention of a tagged call: (out (b, n, H, d) in the query dtype, None)."""
+        """The attention of a tagged call: (out (b, n, H, d) in the query dtype, None). A call that raises (padding,
+        an unsupported argument) drops its new tokens, so the cache stays usable and they are never folded."""
+        try:
+            return self._attend(tag, query, keys, values, attention_mask, kwargs)
+        except Exception:
+            if tag.step == self.step and not self.consumed:
+                self._clear_pending()
+            raise
+
+    def _attend(self, tag, query, keys, values, attention_mask, kwargs):
         if tag.step != self.step or self.pending_k is None:
             raise RuntimeError(f"{self.cache_name}: these keys belong to an earlier call of layer {self.layer_idx}")
         bad = [k for k in _UNSUPPORTED if kwargs.get(k) is not None]
@@ -349,7 +361,8 @@ class _StreamCache(Cache):
         scales = _module_scales(model)
         default_scale = 1.0 / math.sqrt(self.head_dim)
         self.scales = [scales.get(i, default_scale) for i in range(n_layers)]
-        #: per-layer seeds: layer l's store is seeded from numpy SeedSequence(seed).spawn(L)[l]
+        #: per-layer seeds: layer l's store gets the int seed drawn from numpy SeedSequence(seed).spawn(L)[l]
+        #: (``SubGenKV(..., seed=cache.seeds[l])`` reproduces that layer's random draws)
         self.seeds = [int(g.initial_seed()) for g in layer_generators(seed, n_layers)]
         dtype = params.pop("dtype", None)
         self.seed, self.params = seed, dict(params)
@@ -443,7 +456,8 @@ class SubGenCache(_StreamCache):
     preset : ``"paper"`` (Algorithm 1, the guarantee) or ``"llm"`` (values kept with the clustered keys, 4 sinks
         and a recent window; the one that retrieves)
     budget : tokens of memory per (layer, sequence, kv-head): at most 2 * budget stored vectors after every fold
-    seed : layer l's store is seeded from ``numpy.random.SeedSequence(seed).spawn(L)[l]`` (None: fresh entropy)
+    seed : layer l's store gets the int seed ``cache.seeds[l]``, drawn from ``numpy.random.SeedSequence(seed).spawn(L)[l]``
+        (None: fresh entropy)
     params : the other :class:`~teraml.kvcache.SubGenKV` parameters (``delta``, ``t``, ``s``,
         ``value_estimator``, ``recent_window``, ``n_sink``, ``on_overflow``, ``max_exp_ratio``, ``dtype``:
         storage dtype, default the model's)
@@ -452,10 +466,16 @@ class SubGenCache(_StreamCache):
     Beam search works (``reorder_cache`` indexes the batch dimension); padded batches raise ``ValueError``;
     ``crop`` can only remove tokens of the last call.
 
-    >>> enable(model)                                                       # doctest: +SKIP
-    >>> cache = SubGenCache(model, preset="llm", budget=128, seed=0)        # doctest: +SKIP
-    >>> model.generate(ids, past_key_values=cache, max_new_tokens=32, num_beams=2)   # doctest: +SKIP
-    >>> cache.get_seq_length(), cache.memory_bytes()                        # doctest: +SKIP
+    >>> import transformers
+    >>> model = transformers.LlamaForCausalLM(transformers.LlamaConfig(vocab_size=64, hidden_size=32,
+    ...     intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2)).eval()
+    >>> _ = enable(model)
+    >>> ids = torch.randint(0, 64, (1, 300), generator=torch.Generator().manual_seed(0))
+    >>> cache = SubGenCache(model, preset="llm", budget=64, seed=0)
+    >>> out = model.generate(ids, attention_mask=torch.ones_like(ids), past_key_values=cache, max_new_tokens=8,
+    ...                      num_beams=2, do_sample=False, pad_token_id=0)
+    >>> cache.get_seq_length(), max(int(v.max()) for v in cache.stored_vectors().values()) <= 2 * 64
+    (307, True)
     """
 
     def __init__(self, model, *, preset="paper", budget=None, seed=None, **params):
@@ -475,9 +495,16 @@ class BaselineCache(_StreamCache):
     each keeping at most ``budget`` tokens per (layer, sequence, kv-head) (``'exact'`` keeps all). H2O's scores
     come from the queries the attention function records. Requires :func:`enable`.
 
-    >>> enable(model)                                                       # doctest: +SKIP
-    >>> cache = BaselineCache(model, "h2o", budget=128)                     # doctest: +SKIP
-    >>> model.generate(ids, past_key_values=cache, max_new_tokens=32)       # doctest: +SKIP
+    >>> import transformers
+    >>> model = transformers.LlamaForCausalLM(transformers.LlamaConfig(vocab_size=64, hidden_size=32,
+    ...     intermediate_size=64, num_hidden_layers=1, num_attention_heads=4, num_key_value_heads=2)).eval()
+    >>> _ = enable(model)
+    >>> ids = torch.randint(0, 64, (1, 100), generator=torch.Generator().manual_seed(0))
+    >>> cache = BaselineCache(model, "h2o", budget=32)
+    >>> out = model.generate(ids, attention_mask=torch.ones_like(ids), past_key_values=cache, max_new_tokens=4,
+    ...                      do_sample=False, pad_token_id=0)
+    >>> int(cache.stored_vectors()[0].max())
+    64
     """
 
     def __init__(self, model, method, *, budget, seed=None, **params):

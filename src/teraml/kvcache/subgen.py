@@ -47,10 +47,11 @@ from __future__ import annotations
 import math
 import warnings
 
+import numpy as np
 import torch
 
 from teraml._validation import Interval, Options, Satisfies, check_instance, check_param, is_int
-from teraml.kvcache._common import StreamingKV, check_kv, check_queries, fold_queries
+from teraml.kvcache._common import StreamingKV, batch_index, check_kv, check_queries, fold_queries
 
 __all__ = ["SubGenKV", "PRESETS", "stream_attention", "subgen_attention", "chunk_slot_draw"]
 
@@ -90,6 +91,7 @@ def _check(name, value):
 
 _WARN_EXP = 1e4
 _INIT_CAP = 16
+_QUANTILE_MAX = 1 << 20
 _SUB_CHUNK = 256     # tokens per distance GEMM of a chunked insert (the first ones are clustered greedily)
 
 
@@ -145,6 +147,8 @@ class SubGenKV(StreamingKV):
     """
 
     method = "subgen"
+    _PARAM_NAMES = ("preset", "delta_param", "t", "s", "value_estimator", "recent_window", "n_sink", "scale",
+                    "budget", "on_overflow", "max_exp_ratio")
 
     def __init__(self, head_dim, *, preset="paper", delta=None, t=None, s=None, value_estimator=None,
                  recent_window=None, n_sink=None, scale=None, budget=None, on_overflow=None,
@@ -262,15 +266,35 @@ class SubGenKV(StreamingKV):
                 setattr(self, name, value.clone() if isinstance(value, torch.Tensor) else value)
 
     def reorder(self, index):
-        index = torch.as_tensor(index, dtype=torch.long).to(self.device)
+        index = batch_index(index, self.device)
         self._q_norms = [x.index_select(0, index) for x in self._q_norms]
         return super().reorder(index)
 
     # -- insertion --------------------------------------------------------------------------------------
     def update(self, keys, values, queries=None):
+        """Insert tokens (b, Hkv, n, d) in stream order (queries (b, H, n, d): needed at the first update when
+        ``delta="auto"``); returns ``self``. With ``on_overflow="raise"`` a ``MemoryError`` leaves the state as it
+        was before the call.
+
+        >>> kv = SubGenKV(4, delta=0.5, seed=0).update(torch.randn(1, 1, 10, 4), torch.randn(1, 1, 10, 4))
+        >>> kv.seen, kv.stats()[0]["clusters"] <= 10
+        (10, True)
+        """
         if self.delta_param == "auto" and self.seen == 0 and queries is None:
             raise ValueError("delta='auto' needs queries at the first update")
-        return super().update(keys, values, queries)
+        if self.on_overflow == "raise" and self.max_clusters is not None and self.batch is not None:
+            snapshot = self.state_dict()
+            try:
+                return super().update(keys, values, queries)
+            except MemoryError:
+                self.load_state_dict(snapshot)
+                raise
+        try:
+            return super().update(keys, values, queries)
+        except MemoryError:
+            if self.seen == 0:
+                self.reset()
+            raise
 
     def _insert(self, keys, values, queries):
         if queries is not None and self.sketched == 0:
@@ -311,6 +335,8 @@ class SubGenKV(StreamingKV):
         norms = torch.cat(self._q_norms, dim=-1) if self._q_norms else None
         self._q_norms = []
         if norms is not None and norms.shape[-1] > 0 and bool(torch.isnan(self.rhat).all()):
+            if norms.shape[-1] > _QUANTILE_MAX:     # torch.quantile refuses rows over 2^24: an even subsample
+                norms = norms[..., torch.linspace(0, norms.shape[-1] - 1, _QUANTILE_MAX, device=norms.device).long()]
             self.rhat = torch.quantile(norms, 0.95, dim=-1).clamp_min(1e-12)
         if bool(torch.isnan(self.delta).any()):
             if bool(torch.isnan(self.rhat).any()):
@@ -680,7 +706,13 @@ class SubGenKV(StreamingKV):
     def stats(self):
         """Per group: tokens seen, clusters m, delta, the largest cluster radius, e^{2 radius r^} (the
         guarantee's factor; a RuntimeWarning once above 1e4, where the bound is vacuous), merges, mu, stored
-        vectors."""
+        vectors.
+
+        >>> k = torch.zeros(1, 1, 5, 4)
+        >>> st = SubGenKV(4, delta=0.5, seed=0).update(k, k, queries=k).stats()[0]
+        >>> st["clusters"], st["seen"], st["stored_vectors"]   # 1 centre + 8 key slots + 2 x 32 value slots
+        (1, 5, 73)
+        """
         if self.batch is None:
             return []
         out = []
@@ -725,18 +757,19 @@ def stream_attention(kv, query, key, value, *, query_positions=None):
     if query_positions is None:
         positions = list(range(n))
     else:
+        expected = f"a sequence of positions in [0, {n})"
         if isinstance(query_positions, torch.Tensor):
-            query_positions = query_positions.tolist()
-        positions = check_param("query_positions", query_positions, [_POSITIONS],
-                                expected=f"a sequence of positions in [0, {n})", sep=_SEP)
+            query_positions = query_positions.reshape(-1).tolist()
+        elif isinstance(query_positions, (range, np.ndarray)):
+            query_positions = np.asarray(query_positions).reshape(-1).tolist()
+        positions = check_param("query_positions", query_positions,
+                                [Satisfies(lambda s: all(is_int(x) and 0 <= x < n for x in s), expected,
+                                           types=(list, tuple))], sep=_SEP)
         positions = [int(p) for p in positions]
-        if any(p < 0 or p >= n for p in positions):
-            raise ValueError(f"query_positions must be a sequence of positions in [0, {n}), got {positions[:8]!r}")
     order = sorted(range(len(positions)), key=lambda i: positions[i])
     out = query.new_zeros(query.shape[0], query.shape[1], len(positions), query.shape[-1])
-    done = kv.seen
-    if done:
-        raise ValueError(f"kv must be empty (seen=0), got seen={done}")
+    check_param("kv", kv, [Satisfies(lambda k: k.seen == 0, "an empty store (seen=0)")], sep=_SEP)
+    done = 0
     for i in order:
         p = positions[i]
         if p + 1 > done:
@@ -744,9 +777,6 @@ def stream_attention(kv, query, key, value, *, query_positions=None):
             done = p + 1
         out[:, :, i:i + 1] = kv.attend(query[:, :, p:p + 1])
     return out
-
-
-_POSITIONS = Satisfies(lambda s: all(is_int(x) for x in s), "a sequence of positions", types=(list, tuple))
 
 
 def check_instance_kv(kv):
