@@ -419,14 +419,17 @@ def _section(res: dict) -> DemoSection:
     ax.set_title("S3: decode time vs context")
     ax.legend(fontsize=7)
     ax = axes[2]
-    for name, r in s4["methods"].items():
-        ax.scatter(r["fraction"], r["accuracy"], s=30, marker="*" if name.startswith("subgen") else "o")
-        ax.annotate(name, (r["fraction"], r["accuracy"]), fontsize=6)
-    ax.axhline(s4["chance"], color="grey", ls=":", lw=1)
-    ax.set_xscale("log")
-    ax.set_xlabel("memory / exact cache")
-    ax.set_ylabel("needle accuracy")
-    ax.set_title(f"S4: needles at n = {s4['n']}")
+    names = list(s4["methods"])
+    acc = [s4["methods"][m]["accuracy"] for m in names]
+    colors = ["C1" if m.startswith("subgen llm") else ("C0" if m.startswith("subgen") else "0.6") for m in names]
+    ax.barh(range(len(names)), acc, color=colors)
+    ax.set_yticks(range(len(names)))
+    ax.set_yticklabels([f"{m} ({s4['methods'][m]['fraction']:.1%})" for m in names], fontsize=7)
+    ax.invert_yaxis()
+    ax.axvline(s4["chance"], color="k", ls=":", lw=1)
+    ax.set_xlim(0, 1.05)
+    ax.set_xlabel("needle accuracy (dotted: chance)")
+    ax.set_title(f"S4: needles at n = {s4['n']} (memory / exact cache)")
     fig.tight_layout()
     figs.append(("S2-S4: memory and decode time vs n; needle accuracy vs memory for every method", fig))
     for key in ("s5", "s6"):
